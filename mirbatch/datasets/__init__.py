@@ -1,0 +1,1 @@
+"""Training data: rendering from GM sample libraries and data-set layouts."""

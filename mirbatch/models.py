@@ -1,0 +1,218 @@
+"""Models and checkpoints.
+
+Architectures are registered by name (``cnn`` is the seed paper's classifier). A checkpoint is one
+``.safetensors`` file: tensors plus a JSON metadata document in the safetensors header, so loading
+never unpickles anything and a checkpoint is self-describing (architecture, features, labels, data,
+metrics).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load, save_file
+from torch import nn
+
+from mirbatch.features import MelConfig, feature_config_from_dict
+
+__all__ = [
+    "SeedCNN",
+    "ARCHITECTURES",
+    "build_model",
+    "CheckpointMeta",
+    "Checkpoint",
+    "CheckpointError",
+    "save_checkpoint",
+    "load_checkpoint",
+    "checkpoint_from_bytes",
+    "read_checkpoint_bytes",
+    "resolve_model_path",
+    "BUNDLED_MODELS",
+    "DEFAULT_CLASSIFIER",
+]
+
+_FORMAT = "mirbatch-checkpoint/1"
+BUNDLED_MODELS: tuple[str, ...] = ("cnn-default",)
+DEFAULT_CLASSIFIER = "cnn-default"
+
+
+class SeedCNN(nn.Module):
+    """The seed paper's CNN over one-channel log-mel images.
+
+    C1 32@3x3 stride 4 + ReLU + 3x3 max-pool stride 2; C2 32@3x3 + ReLU; C3 64@3x3 + ReLU; global
+    max pool; fully connected + ReLU; dropout 0.5; linear to the labels (softmax is applied outside,
+    so training can use the numerically safer cross-entropy on logits).
+
+    Input ``x`` [shape=(batch, 1, height, width)] -> logits [shape=(batch, n_labels)].
+    """
+
+    def __init__(self, n_labels: int, hidden: int = 128, dropout: float = 0.5) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 32, 3, stride=4),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, stride=2),
+            nn.Conv2d(32, 32, 3),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(32, 64, 3),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveMaxPool2d(1),
+            nn.Flatten(),
+        )
+        self.classifier = nn.Sequential(
+            nn.Linear(64, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, n_labels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"cnn": SeedCNN}
+
+
+def build_model(architecture: str, n_labels: int, **params: Any) -> nn.Module:
+    """Instantiate a registered architecture."""
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[architecture](n_labels=n_labels, **params)
+
+
+class CheckpointError(Exception):
+    """A checkpoint is missing, malformed or not a mirbatch checkpoint."""
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """What a checkpoint says about itself (stored as JSON in the safetensors header)."""
+
+    architecture: str
+    labels: tuple[str, ...]
+    features: MelConfig
+    params: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["labels"] = list(self.labels)
+        d["features"] = self.features.to_dict()
+        return {"format": _FORMAT, **d}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CheckpointMeta:
+        if d.get("format") != _FORMAT:
+            raise CheckpointError(f"not a mirbatch checkpoint (format {d.get('format')!r}, expected {_FORMAT!r})")
+        try:
+            labels = tuple(str(x) for x in d["labels"])
+            meta = cls(
+                architecture=str(d["architecture"]),
+                labels=labels,
+                features=feature_config_from_dict(dict(d["features"])),
+                params=dict(d.get("params", {})),
+                training=dict(d.get("training", {})),
+                metrics=dict(d.get("metrics", {})),
+                created=str(d.get("created", "")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"invalid checkpoint metadata: {exc}") from None
+        if meta.architecture not in ARCHITECTURES:
+            raise CheckpointError(f"checkpoint architecture {meta.architecture!r} is unknown to this mirbatch")
+        if not labels or len(set(labels)) != len(labels):
+            raise CheckpointError("checkpoint labels must be a non-empty list of distinct names")
+        return meta
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded model with its metadata and identity."""
+
+    model: nn.Module
+    meta: CheckpointMeta
+    name: str
+    sha256: str
+
+    @property
+    def model_id(self) -> str:
+        """``name@hash12``: what output rows record as the model."""
+        return f"{self.name}@{self.sha256[:12]}"
+
+
+def save_checkpoint(path: Path, model: nn.Module, meta: CheckpointMeta) -> str:
+    """Write ``model``'s weights and ``meta`` to ``path`` atomically; return the file's sha256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp), metadata={"mirbatch": json.dumps(meta.to_dict(), sort_keys=True)})
+    tmp.replace(path)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def resolve_model_path(name_or_path: str) -> tuple[str, Path]:
+    """Map a bundled model name or a checkpoint path to ``(name, path)``."""
+    if name_or_path in BUNDLED_MODELS:
+        ref = resources.files("mirbatch") / "weights" / f"{name_or_path}.safetensors"
+        return name_or_path, Path(str(ref))
+    path = Path(name_or_path).expanduser()
+    if not path.exists():
+        raise CheckpointError(
+            f"model {name_or_path!r} is neither a bundled model ({', '.join(BUNDLED_MODELS)}) nor an existing file"
+        )
+    return path.stem, path
+
+
+def _header_metadata(data: bytes, source: str) -> dict[str, str]:
+    """The safetensors header's ``__metadata__``: plain JSON, so loading never executes code."""
+    if len(data) < 8:
+        raise CheckpointError(f"{source} is not a safetensors file (too short)")
+    size = int.from_bytes(data[:8], "little")
+    if size > len(data) - 8:
+        raise CheckpointError(f"{source} is not a safetensors file (header size {size})")
+    try:
+        header = json.loads(data[8 : 8 + size])
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise CheckpointError(f"{source} is not a safetensors file (bad header)") from None
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    if not isinstance(meta, dict) or "mirbatch" not in meta:
+        raise CheckpointError(f"{source} is a safetensors file without mirbatch metadata")
+    return meta
+
+
+def checkpoint_from_bytes(data: bytes, name: str, device: str | torch.device = "cpu") -> Checkpoint:
+    """Load a checkpoint from its file content (how workers on other machines receive it)."""
+    try:
+        meta_json = json.loads(_header_metadata(data, name)["mirbatch"])
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{name}: checkpoint metadata is not valid JSON") from None
+    meta = CheckpointMeta.from_dict(meta_json)
+    model = build_model(meta.architecture, len(meta.labels), **meta.params)
+    try:
+        model.load_state_dict(load(data), strict=True)
+    except (SafetensorError, RuntimeError) as exc:
+        raise CheckpointError(f"{name}: weights do not match architecture {meta.architecture!r}: {exc}") from None
+    model.to(device).eval()
+    return Checkpoint(model=model, meta=meta, name=name, sha256=hashlib.sha256(data).hexdigest())
+
+
+def read_checkpoint_bytes(name_or_path: str) -> tuple[str, bytes]:
+    """Resolve a bundled name or path and return ``(name, file content)``."""
+    name, path = resolve_model_path(name_or_path)
+    return name, path.read_bytes()
+
+
+def load_checkpoint(name_or_path: str, device: str | torch.device = "cpu") -> Checkpoint:
+    """Load a checkpoint by bundled name or path; validates metadata and tensor names/shapes."""
+    name, data = read_checkpoint_bytes(name_or_path)
+    return checkpoint_from_bytes(data, name, device)

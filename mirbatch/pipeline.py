@@ -1,0 +1,386 @@
+"""Ray Data wiring for ``mirbatch tag``.
+
+records (driver) -> ``decode_batch`` (CPU tasks: bytes -> mono chunks) -> ``ClassifyActor`` (actor
+pool: features + model, on the actor's GPU when it has one) -> driver: chunks -> files
+(``aggregate``) -> ``ResultWriter`` (atomic Parquet parts, resume by ``file_id``).
+
+Long files are cut into chunks at decode time, so no stage ever holds more than one chunk of one
+file per row, and one file's chunks can run on several actors at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from mirbatch.aggregate import aggregate_file
+from mirbatch.audio import DecodeError, decode
+from mirbatch.features import Featurizer
+from mirbatch.models import DEFAULT_CLASSIFIER, CheckpointMeta, checkpoint_from_bytes, read_checkpoint_bytes
+from mirbatch.output import ResultWriter, completed_file_ids, reset_output
+from mirbatch.sources import FileRecord, list_sources, read_bytes
+
+__all__ = [
+    "TagConfig",
+    "TagSummary",
+    "decode_batch",
+    "ClassifyActor",
+    "FileAssembler",
+    "ensure_ray",
+    "run_tag",
+]
+
+log = logging.getLogger(__name__)
+
+_DECODED_SCHEMA = pa.schema(
+    [
+        ("file_id", pa.string()),
+        ("path", pa.string()),
+        ("size", pa.int64()),
+        ("chunk", pa.int32()),
+        ("n_chunks", pa.int32()),
+        ("offset_s", pa.float64()),
+        ("samples", pa.large_binary()),
+        ("duration_s", pa.float64()),
+        ("sample_rate", pa.int32()),
+        ("channels", pa.int32()),
+        ("error", pa.string()),
+    ]
+)
+
+_SCORED_SCHEMA = pa.schema(
+    [f for f in _DECODED_SCHEMA if f.name != "samples"]
+    + [
+        pa.field("probs", pa.large_binary()),
+        pa.field("starts", pa.large_binary()),
+        pa.field("levels", pa.large_binary()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class TagConfig:
+    """One ``tag`` run (the CLI's options)."""
+
+    sources: tuple[str, ...]
+    out: str
+    mode: str = "classify"
+    model: str | None = None
+    features: str | None = None
+    workers: int = 1
+    gpus_per_worker: float = 0.0
+    batch_size: int = 64
+    address: str | None = None
+    resume: bool = True
+    top_k: int = 3
+    chunk_s: float = 60.0
+    files_per_call: int = 16
+
+
+@dataclass
+class TagSummary:
+    """What a run did (printed at the end and stored in ``_SUCCESS``)."""
+
+    files_total: int = 0
+    files_skipped: int = 0
+    files_ok: int = 0
+    files_error: int = 0
+    audio_s: float = 0.0
+    wall_s: float = 0.0
+    model: str = ""
+    out: str = ""
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def throughput(self) -> float:
+        """Audio seconds tagged per wall-clock second."""
+        return self.audio_s / self.wall_s if self.wall_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "files_total": self.files_total,
+            "files_skipped_resume": self.files_skipped,
+            "files_ok": self.files_ok,
+            "files_error": self.files_error,
+            "audio_hours": round(self.audio_s / 3600, 4),
+            "wall_s": round(self.wall_s, 2),
+            "audio_s_per_s": round(self.throughput, 2),
+            "model": self.model,
+        }
+
+
+def decode_batch(batch: pa.Table, sample_rate: int, chunk_s: float) -> pa.Table:
+    """Ray Data stage: file records -> decoded mono chunks (one row per chunk, or one error row)."""
+    rows: list[dict[str, Any]] = []
+    chunk_len = max(1, int(chunk_s * sample_rate))
+    for rec in batch.to_pylist():
+        base = {"file_id": rec["file_id"], "path": rec["path"], "size": rec["size"]}
+        try:
+            audio = decode(read_bytes(rec["uri"]), sample_rate)
+        except DecodeError as exc:
+            rows.append({**base, "chunk": 0, "n_chunks": 1, "offset_s": 0.0, "error": exc.reason})
+            continue
+        except OSError as exc:
+            rows.append({**base, "chunk": 0, "n_chunks": 1, "offset_s": 0.0, "error": f"cannot read file: {exc}"})
+            continue
+        n_chunks = max(1, math.ceil(len(audio.samples) / chunk_len))
+        for c in range(n_chunks):
+            piece = audio.samples[c * chunk_len : (c + 1) * chunk_len]
+            rows.append(
+                {
+                    **base,
+                    "chunk": c,
+                    "n_chunks": n_chunks,
+                    "offset_s": c * chunk_len / sample_rate,
+                    "samples": piece.tobytes(),
+                    "duration_s": audio.duration_s,
+                    "sample_rate": audio.source_rate,
+                    "channels": audio.channels,
+                    "error": None,
+                }
+            )
+    return pa.Table.from_pylist(rows, schema=_DECODED_SCHEMA)
+
+
+class ClassifyActor:
+    """Ray Data stage (actor): decoded chunks -> per-patch class probabilities.
+
+    The model and featurizer are built once in ``__init__`` and placed on the actor's GPU when Ray
+    gave it one, else on the CPU.
+    """
+
+    def __init__(self, checkpoint: list[Any], name: str, batch_size: int, torch_threads: int) -> None:
+        import ray
+        import torch
+
+        torch.set_num_threads(max(1, torch_threads))
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        # ``checkpoint`` is [ObjectRef of the file's bytes]: wrapped in a list so Ray does not resolve
+        # it into the constructor arguments (restartable actors must not own such arguments).
+        self.checkpoint = checkpoint_from_bytes(ray.get(checkpoint[0]), name, self.device)
+        self.featurizer = Featurizer(self.checkpoint.meta.features).to(self.device)
+        self.batch_size = batch_size
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        import torch
+
+        rows = batch.to_pylist()
+        ok = [r for r in rows if r["error"] is None]
+        out: list[dict[str, Any]] = [{k: v for k, v in r.items() if k != "samples"} for r in rows if r["error"]]
+        if ok:
+            clips = [np.frombuffer(r["samples"], dtype=np.float32) for r in ok]
+            patches = self.featurizer(clips, resize=False)
+            probs = []
+            with torch.inference_mode():
+                for start in range(0, len(patches.owner), self.batch_size):
+                    x = self.featurizer.resize(patches.inputs[start : start + self.batch_size])
+                    probs.append(torch.softmax(self.checkpoint.model(x), dim=1).float().cpu())
+            all_probs = torch.cat(probs).numpy()
+            for i, r in enumerate(ok):
+                sel = patches.owner == i
+                row = {k: v for k, v in r.items() if k != "samples"}
+                row["probs"] = np.ascontiguousarray(all_probs[sel], dtype=np.float32).tobytes()
+                row["starts"] = (patches.start_s[sel] + np.float32(r["offset_s"])).astype(np.float32).tobytes()
+                row["levels"] = patches.level_db[sel].tobytes()
+                out.append(row)
+        return pa.Table.from_pylist(out, schema=_SCORED_SCHEMA)
+
+
+class FileAssembler:
+    """Driver side: collects a file's chunks and turns them into one output row when all arrived."""
+
+    def __init__(self, meta: CheckpointMeta, model_id: str, mode: str, top_k: int) -> None:
+        self.meta = meta
+        self.model_id = model_id
+        self.mode = mode
+        self.top_k = top_k
+        self._pending: dict[str, list[dict[str, Any]]] = {}
+
+    def add(self, chunk: dict[str, Any]) -> dict[str, Any] | None:
+        """Add a chunk; return the file's output row once its last chunk is in."""
+        parts = self._pending.setdefault(chunk["file_id"], [])
+        if any(p["chunk"] == chunk["chunk"] for p in parts):
+            return None  # a retried task delivered this chunk twice
+        parts.append(chunk)
+        if len(parts) < chunk["n_chunks"]:
+            return None
+        del self._pending[chunk["file_id"]]
+        return self._row(sorted(parts, key=lambda p: p["chunk"]))
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def _row(self, parts: list[dict[str, Any]]) -> dict[str, Any]:
+        first = parts[0]
+        row: dict[str, Any] = {
+            "path": first["path"],
+            "file_id": first["file_id"],
+            "size_bytes": first["size"],
+            "mode": self.mode,
+            "model": self.model_id,
+            "features": self.meta.features.name,
+            "tagged_at": datetime.now(UTC),
+            "top_labels": [],
+            "top_scores": [],
+            "segments": [],
+        }
+        error = next((p["error"] for p in parts if p["error"]), None)
+        if error:
+            return {**row, "status": "error", "error": error}
+        n_labels = len(self.meta.labels)
+        probs = np.concatenate([np.frombuffer(p["probs"], np.float32).reshape(-1, n_labels) for p in parts])
+        starts = np.concatenate([np.frombuffer(p["starts"], np.float32) for p in parts])
+        levels = np.concatenate([np.frombuffer(p["levels"], np.float32) for p in parts])
+        result = aggregate_file(probs, starts, levels, self.meta.labels, self.meta.features.patch_s, self.top_k)
+        duration = float(first["duration_s"])
+        return {
+            **row,
+            "status": "ok",
+            "error": None,
+            "label": result.label,
+            "confidence": result.confidence,
+            "top_labels": result.top_labels,
+            "top_scores": result.top_scores,
+            # A clip shorter than one patch is padded; its segment still ends where the audio does.
+            "segments": [
+                {
+                    "start_s": seg.start_s,
+                    "end_s": min(seg.end_s, duration),
+                    "label": seg.label,
+                    "confidence": seg.confidence,
+                }
+                for seg in result.segments
+            ],
+            "duration_s": duration,
+            "sample_rate": first["sample_rate"],
+            "channels": first["channels"],
+        }
+
+
+def ensure_ray(address: str | None, num_cpus: int | None = None) -> None:
+    """Connect to ``address``, or start a local Ray (reusing one already initialized in this process)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING)
+    else:
+        ray.init(
+            address="local",
+            num_cpus=num_cpus or os.cpu_count() or 1,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+        )
+
+
+def _resolve_model(config: TagConfig) -> tuple[str, bytes, CheckpointMeta]:
+    if config.mode != "classify":
+        raise ValueError(f"mode {config.mode!r} is not available; use --mode classify")
+    name, data = read_checkpoint_bytes(config.model or DEFAULT_CLASSIFIER)
+    meta = checkpoint_from_bytes(data, name).meta
+    if config.features and config.features != meta.features.name:
+        raise ValueError(
+            f"model {name} was trained on {meta.features.name} features, not {config.features}; "
+            f"drop --features or pass a model trained with --features {config.features}"
+        )
+    return name, data, meta
+
+
+def run_tag(config: TagConfig, progress: Callable[[TagSummary, int], None] | None = None) -> TagSummary:
+    """Tag every input of ``config.sources`` into the Parquet dataset ``config.out``.
+
+    Parameters
+    ----------
+    config : TagConfig
+    progress : callable, optional
+        Called as ``progress(summary_so_far, files_to_do)`` about once a second and at the end.
+    """
+    import ray
+    import ray.data
+
+    started = time.perf_counter()
+    name, checkpoint, meta = _resolve_model(config)
+    model_id = f"{name}@{hashlib.sha256(checkpoint).hexdigest()[:12]}"
+    out = Path(config.out)
+    if not config.resume:
+        reset_output(out)
+    done = completed_file_ids(out)
+    records: list[FileRecord] = list(list_sources(config.sources))
+    todo = [r for r in records if r.file_id not in done]
+    summary = TagSummary(files_total=len(records), files_skipped=len(records) - len(todo), model=model_id, out=str(out))
+    writer = ResultWriter(out)
+    if todo:
+        ensure_ray(config.address)
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False  # run_tag reports progress itself
+        ctx.print_on_execution_start = False
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
+        cpus = max(1.0, float(ray.cluster_resources().get("CPU", 1)))
+        # Actors reserve a fraction of a CPU so decode tasks are never starved of slots.
+        actor_cpus = 0.0 if config.gpus_per_worker > 0 else min(1.0, cpus / (config.workers + 1))
+        torch_threads = max(1, int(cpus // max(1, config.workers)))
+        ds: Any = ray.data.from_items(
+            [r.to_dict() for r in todo], override_num_blocks=max(1, min(len(todo), math.ceil(len(todo) / 4)))
+        )
+        ds = ds.map_batches(
+            functools.partial(decode_batch, sample_rate=meta.features.sample_rate, chunk_s=config.chunk_s),
+            batch_format="pyarrow",
+            batch_size=4,
+            num_cpus=0.5,
+        )
+        ds = ds.map_batches(
+            ClassifyActor,
+            batch_format="pyarrow",
+            batch_size=config.files_per_call,
+            fn_constructor_kwargs={
+                "checkpoint": [ray.put(checkpoint)],
+                "name": name,
+                "batch_size": config.batch_size,
+                "torch_threads": torch_threads,
+            },
+            compute=ray.data.ActorPoolStrategy(size=config.workers),
+            num_cpus=actor_cpus,
+            num_gpus=config.gpus_per_worker,
+        )
+        assembler = FileAssembler(meta, model_id, config.mode, config.top_k)
+        written: set[str] = set()
+        last_report = 0.0
+        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            for chunk in batch.to_pylist():
+                row = assembler.add(chunk)
+                if row is None or row["file_id"] in written:
+                    continue
+                written.add(row["file_id"])
+                writer.add(row)
+                if row["status"] == "ok":
+                    summary.files_ok += 1
+                    summary.audio_s += row["duration_s"]
+                else:
+                    summary.files_error += 1
+                    summary.errors.append((row["path"], row["error"]))
+            now = time.perf_counter()
+            summary.wall_s = now - started
+            if progress and now - last_report > 1.0:
+                progress(summary, len(todo))
+                last_report = now
+        if assembler.pending:
+            raise RuntimeError(f"{assembler.pending} files lost chunks in the pipeline; rerun to resume them")
+    summary.wall_s = time.perf_counter() - started
+    writer.commit(summary.to_dict())
+    if progress:
+        progress(summary, len(todo))
+    return summary

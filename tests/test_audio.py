@@ -1,0 +1,124 @@
+"""Decoding every supported format, rate and channel layout, and rejecting what is not audio."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import librosa
+import numpy as np
+import pytest
+from conftest import sine, write_audio
+
+from mirbatch.audio import DecodeError, decode
+
+# (extension, soundfile format, subtype)
+FORMATS = [
+    ("wav", "WAV", "PCM_16"),
+    ("wav", "WAV", "FLOAT"),
+    ("flac", "FLAC", "PCM_24"),
+    ("ogg", "OGG", "VORBIS"),
+    ("mp3", "MP3", "MPEG_LAYER_III"),
+]
+
+
+def _dominant_hz(y: np.ndarray, rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(y * np.hanning(len(y))))
+    return float(np.fft.rfftfreq(len(y), 1 / rate)[spectrum.argmax()])
+
+
+@pytest.mark.parametrize(("ext", "fmt", "subtype"), FORMATS)
+@pytest.mark.parametrize("rate", [8000, 16000, 44100, 48000])
+def test_formats_and_rates_decode_to_mono_22050(tmp_path: Path, ext: str, fmt: str, subtype: str, rate: int) -> None:
+    y = sine(440.0, 1.5, rate)
+    path = write_audio(tmp_path / f"tone.{ext}", np.stack([y, y], axis=1), rate, format=fmt, subtype=subtype)
+    audio = decode(path)
+    assert audio.sample_rate == 22050
+    assert audio.source_rate == rate
+    assert audio.channels == 2
+    assert audio.samples.dtype == np.float32 and audio.samples.ndim == 1
+    # Lossy codecs add encoder delay/padding (MP3 up to ~50 ms); the length must still be close.
+    assert abs(audio.duration_s - 1.5) < 0.08
+    assert abs(len(audio.samples) / 22050 - audio.duration_s) < 2 / rate + 1e-3
+    assert abs(_dominant_hz(audio.samples, 22050) - 440.0) < 3.0
+
+
+@pytest.mark.parametrize("rate", [96000, 192000])
+@pytest.mark.parametrize("channels", [1, 6, 8])
+def test_high_rates_and_many_channels(tmp_path: Path, rate: int, channels: int) -> None:
+    y = sine(1000.0, 1.0, rate)
+    data = np.stack([y] * channels, axis=1) if channels > 1 else y
+    audio = decode(write_audio(tmp_path / "multi.flac", data, rate))
+    assert audio.channels == channels and audio.source_rate == rate
+    assert len(audio.samples) == pytest.approx(22050, abs=2)
+    assert abs(_dominant_hz(audio.samples, 22050) - 1000.0) < 3.0
+    # Energy is kept: the resampler passes a 1 kHz tone at unit gain.
+    assert np.abs(audio.samples[2000:-2000]).max() == pytest.approx(0.5, abs=0.01)
+
+
+def test_downmix_averages_channels(tmp_path: Path) -> None:
+    left = sine(440.0, 1.0)
+    data = np.stack([left, -left], axis=1)  # opposite phase: the mono mix cancels
+    audio = decode(write_audio(tmp_path / "cancel.wav", data, 22050, subtype="FLOAT"))
+    assert np.abs(audio.samples).max() < 1e-6
+
+
+def test_resampling_matches_librosa_load(tmp_path: Path) -> None:
+    # Both use soxr HQ; block-wise streaming resampling must equal librosa's one-shot call.
+    rng = np.random.default_rng(0)
+    y = (rng.standard_normal(44100 * 3) * 0.1).astype(np.float32)
+    path = write_audio(tmp_path / "noise.wav", y, 44100, subtype="FLOAT")
+    ours = decode(path).samples
+    ref, _ = librosa.load(path, sr=22050, mono=True)
+    assert len(ours) == len(ref)
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+
+
+def test_bytes_and_path_agree(tmp_path: Path) -> None:
+    path = write_audio(tmp_path / "a.flac", sine(330.0, 0.5, 44100), 44100)
+    np.testing.assert_array_equal(decode(path).samples, decode(path.read_bytes()).samples)
+
+
+def test_nan_and_inf_samples_are_zeroed(tmp_path: Path) -> None:
+    y = sine(440.0, 1.0)
+    y[100:200] = np.nan
+    y[5000] = np.inf
+    audio = decode(write_audio(tmp_path / "nan.wav", y, 22050, subtype="FLOAT"))
+    assert np.isfinite(audio.samples).all()
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"", "empty file"),
+        (b"\x00\x01garbage" * 100, "not a readable audio file"),
+        (b"this is a text file\n" * 50, "not a readable audio file"),
+        (b"\x89PNG\r\n\x1a\n" + bytes(200), "not a readable audio file"),
+    ],
+)
+def test_undecodable_input_raises_one_typed_error(tmp_path: Path, content: bytes, reason: str) -> None:
+    path = tmp_path / "bad.wav"
+    path.write_bytes(content)
+    with pytest.raises(DecodeError, match=reason) as info:
+        decode(path)
+    assert reason in info.value.reason
+    with pytest.raises(DecodeError):
+        decode(content)
+
+
+def test_truncated_flac_keeps_what_decodes(tmp_path: Path) -> None:
+    path = write_audio(tmp_path / "long.flac", sine(440.0, 4.0, 44100), 44100)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.flac"
+    cut.write_bytes(data[: len(data) // 2])
+    try:
+        audio = decode(cut)
+    except DecodeError as exc:  # libsndfile may refuse outright; then the reason must say so
+        assert "audio" in exc.reason
+    else:
+        assert 0.5 < len(audio.samples) / 22050 < 4.0
+
+
+def test_header_only_wav_has_no_samples(tmp_path: Path) -> None:
+    path = write_audio(tmp_path / "empty.wav", np.zeros(0, np.float32), 22050)
+    with pytest.raises(DecodeError, match="no audio samples"):
+        decode(path)

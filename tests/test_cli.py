@@ -1,0 +1,68 @@
+"""Every command documents itself with an example; train/eval/render work through the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from mirbatch.cli import main
+from mirbatch.models import load_checkpoint
+
+
+def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found: list[tuple[str, ...]] = []
+    for name, command in group.commands.items():
+        path = (*prefix, name)
+        if isinstance(command, click.Group):
+            found.extend(_commands(command, path))
+        else:
+            found.append(path)
+    return found
+
+
+COMMANDS = _commands(main)
+
+
+def test_expected_commands_exist() -> None:
+    assert {("tag",), ("train",), ("eval",), ("data", "render"), ("show",)} <= set(COMMANDS)
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_command_has_help_with_an_example(command: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(main, [*command, "--help"])
+    assert result.exit_code == 0
+    assert "Example:" in result.output
+    assert f"mirbatch {' '.join(command)}" in result.output.split("Example:")[1]
+
+
+def test_render_train_eval_through_the_cli(tmp_path: Path) -> None:
+    runner = CliRunner()
+    data = tmp_path / "data"
+    labels = "flute,tuba,piano"
+    result = runner.invoke(
+        main, ["data", "render", "--soundfont", "timgm6mb", "--out", str(data), "--per-class", "8", "--labels", labels]
+    )
+    assert result.exit_code == 0, result.output
+    assert "rendered 24 clips of 3 labels" in result.output
+    ckpt = tmp_path / "model.safetensors"
+    result = runner.invoke(
+        main, ["train", "--data", str(data), "--out", str(ckpt), "--epochs", "2", "--val-fraction", "0.25"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "epoch   2" in result.output and "saved" in result.output
+    checkpoint = load_checkpoint(str(ckpt))
+    assert checkpoint.meta.labels == ("flute", "piano", "tuba")
+    assert checkpoint.meta.training["epochs"] == 2
+    result = runner.invoke(main, ["eval", "--model", str(ckpt), "--data", str(data)])
+    assert result.exit_code == 0, result.output
+    assert "24 files" in result.output and "file-level accuracy" in result.output
+
+
+def test_eval_refuses_labels_the_model_does_not_know(tmp_path: Path) -> None:
+    (tmp_path / "kazoo").mkdir()
+    (tmp_path / "kazoo" / "a.wav").write_bytes(b"")
+    result = CliRunner().invoke(main, ["eval", "--data", str(tmp_path)])
+    assert result.exit_code == 1 and "kazoo" in result.output

@@ -1,0 +1,95 @@
+"""The seed CNN's shapes and the checkpoint format (safetensors + JSON metadata, never pickle)."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from mirbatch.features import MelConfig
+from mirbatch.models import (
+    DEFAULT_CLASSIFIER,
+    CheckpointError,
+    CheckpointMeta,
+    SeedCNN,
+    load_checkpoint,
+    save_checkpoint,
+)
+from mirbatch.taxonomy import DEFAULT_LABELS
+
+
+def test_seed_cnn_layer_shapes() -> None:
+    model = SeedCNN(n_labels=18).eval()
+    x = torch.rand(5, 1, 150, 150)
+    c1 = model.features[0](x)
+    assert c1.shape == (5, 32, 37, 37)  # 3x3 stride 4
+    pooled = model.features[2](model.features[1](c1))
+    assert pooled.shape == (5, 32, 18, 18)  # 3x3 max-pool stride 2
+    assert model.features[3](pooled).shape == (5, 32, 16, 16)
+    assert model(x).shape == (5, 18)
+    # Dropout is active in training mode only.
+    model.train()
+    torch.manual_seed(0)
+    assert not torch.equal(model(x), model(x))
+
+
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
+    model = SeedCNN(n_labels=3)
+    meta = CheckpointMeta("cnn", ("a", "b", "c"), MelConfig(patch_hop_s=0.25), training={"data": ["x"]})
+    digest = save_checkpoint(tmp_path / "m.safetensors", model, meta)
+    loaded = load_checkpoint(str(tmp_path / "m.safetensors"))
+    assert loaded.meta.labels == ("a", "b", "c")
+    assert loaded.meta.features == MelConfig(patch_hop_s=0.25)
+    assert loaded.meta.training == {"data": ["x"]}
+    assert loaded.sha256 == digest
+    assert loaded.model_id == f"m@{digest[:12]}"
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, loaded.model.state_dict()[key])
+
+
+def test_bundled_default_loads() -> None:
+    checkpoint = load_checkpoint(DEFAULT_CLASSIFIER)
+    assert checkpoint.meta.labels == DEFAULT_LABELS
+    assert checkpoint.meta.architecture == "cnn"
+    assert checkpoint.meta.features.name == "mel"
+    assert "fluidr3" in checkpoint.meta.training["data"][0]
+
+
+def test_pickle_files_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "evil.safetensors"
+    path.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
+    with pytest.raises(CheckpointError, match="not a safetensors file"):
+        load_checkpoint(str(path))
+
+
+def test_safetensors_without_metadata_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path))
+    with pytest.raises(CheckpointError, match="without mirbatch metadata"):
+        load_checkpoint(str(path))
+
+
+def test_metadata_is_validated(tmp_path: Path) -> None:
+    path = tmp_path / "bad.safetensors"
+    meta = CheckpointMeta("cnn", ("a", "b"), MelConfig()).to_dict()
+    meta["architecture"] = "transformer-9000"
+    save_file(SeedCNN(2).state_dict(), str(path), metadata={"mirbatch": json.dumps(meta)})
+    with pytest.raises(CheckpointError, match="unknown to this mirbatch"):
+        load_checkpoint(str(path))
+
+
+def test_weights_must_fit_the_labels(tmp_path: Path) -> None:
+    path = tmp_path / "mismatch.safetensors"
+    meta = CheckpointMeta("cnn", ("a", "b", "c"), MelConfig()).to_dict()
+    save_file(SeedCNN(2).state_dict(), str(path), metadata={"mirbatch": json.dumps(meta)})
+    with pytest.raises(CheckpointError, match="do not match"):
+        load_checkpoint(str(path))
+
+
+def test_missing_model_names_the_choices() -> None:
+    with pytest.raises(CheckpointError, match="cnn-default"):
+        load_checkpoint("no-such-model")

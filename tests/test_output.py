@@ -1,0 +1,73 @@
+"""Output dataset: schema, atomic parts, resume ids, reset, commit marker."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow.dataset as pads
+
+from mirbatch.output import OUTPUT_SCHEMA, SUCCESS_FILE, ResultWriter, completed_file_ids, reset_output
+
+
+def _row(i: int, status: str = "ok") -> dict[str, Any]:
+    ok = status == "ok"
+    return {
+        "path": f"f{i}.wav",
+        "status": status,
+        "error": None if ok else "not a readable audio file",
+        "label": "piano" if ok else None,
+        "confidence": 0.9 if ok else None,
+        "top_labels": ["piano", "organ"] if ok else [],
+        "top_scores": [0.9, 0.05] if ok else [],
+        "segments": [{"start_s": 0.0, "end_s": 1.0, "label": "piano", "confidence": 0.9}] if ok else [],
+        "duration_s": 1.0 if ok else None,
+        "sample_rate": 44100 if ok else None,
+        "channels": 2 if ok else None,
+        "mode": "classify",
+        "model": "cnn-default@abc",
+        "features": "mel",
+        "file_id": f"id{i}",
+        "size_bytes": 100,
+        "tagged_at": datetime.now(UTC),
+    }
+
+
+def test_parts_are_readable_by_pandas_and_pyarrow(tmp_path: Path) -> None:
+    writer = ResultWriter(tmp_path, rows_per_part=3)
+    writer.extend(_row(i) for i in range(7))
+    writer.add(_row(7, "error"))
+    assert len(list(tmp_path.glob("part-*.parquet"))) == 2  # 6 rows flushed, 2 buffered
+    assert not (tmp_path / SUCCESS_FILE).exists()
+    writer.commit({"files_ok": 7})
+    assert json.loads((tmp_path / SUCCESS_FILE).read_text())["files_ok"] == 7
+    df = pd.read_parquet(tmp_path)
+    assert len(df) == 8 and df.file_id.is_unique
+    assert pads.dataset(tmp_path, format="parquet").schema.equals(OUTPUT_SCHEMA, check_metadata=False)
+    assert set(df.status) == {"ok", "error"}
+    assert not list(tmp_path.glob(".*"))  # no temporary parts left behind
+
+
+def test_resume_ids_and_reset(tmp_path: Path) -> None:
+    writer = ResultWriter(tmp_path, rows_per_part=2)
+    writer.extend(_row(i) for i in range(5))
+    writer.flush()
+    assert completed_file_ids(tmp_path) == {f"id{i}" for i in range(5)}
+    (tmp_path / "keep.txt").write_text("user file")
+    reset_output(tmp_path)
+    assert completed_file_ids(tmp_path) == set()
+    assert (tmp_path / "keep.txt").exists()
+
+
+def test_new_run_clears_the_commit_marker(tmp_path: Path) -> None:
+    first = ResultWriter(tmp_path)
+    first.add(_row(0))
+    first.commit({})
+    assert (tmp_path / SUCCESS_FILE).exists()
+    second = ResultWriter(tmp_path)
+    assert not (tmp_path / SUCCESS_FILE).exists()  # incomplete until the new run commits
+    second.commit({})
+    assert len(pd.read_parquet(tmp_path)) == 1

@@ -1,0 +1,66 @@
+"""Listing inputs: files, folders (recursive, audio names only), globs; stable ids."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from conftest import sine, write_audio
+
+from mirbatch.sources import SourceError, list_sources
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    for rel in ["a/one.wav", "a/b/two.flac", "d/four.ogg"]:
+        write_audio(tmp_path / rel, sine(440, 0.1), 22050)
+    # Listing goes by name only: an upper-case extension counts, and content is not read.
+    (tmp_path / "a/b/c").mkdir(parents=True)
+    (tmp_path / "a/b/c/three.MP3").write_bytes(b"x")
+    (tmp_path / "a/notes.txt").write_text("not audio")
+    return tmp_path
+
+
+def test_folder_is_walked_recursively_for_audio_names(tree: Path) -> None:
+    records = list(list_sources([str(tree / "a")]))
+    # os.walk order: a folder's files, then its sub-folders, each sorted.
+    assert [Path(r.path).relative_to(tree).as_posix() for r in records] == [
+        "a/one.wav",
+        "a/b/two.flac",
+        "a/b/c/three.MP3",
+    ]
+    assert all(Path(r.uri).is_absolute() for r in records)
+
+
+def test_glob_file_and_dedupe(tree: Path) -> None:
+    single = str(tree / "d" / "four.ogg")
+    records = list(list_sources([str(tree / "**" / "*.wav"), single, single]))
+    assert sorted(Path(r.path).name for r in records) == ["four.ogg", "one.wav"]
+
+
+def test_explicit_files_are_taken_whatever_their_name(tree: Path) -> None:
+    (record,) = list_sources([str(tree / "a" / "notes.txt")])
+    assert record.size == len("not audio")
+
+
+def test_file_id_changes_with_content_and_is_stable_otherwise(tree: Path) -> None:
+    path = tree / "a" / "one.wav"
+    (first,) = list_sources([str(path)])
+    (again,) = list_sources([str(path)])
+    assert first.file_id == again.file_id
+    os.utime(path, ns=(0, first_ns := int(first.version) + 1_000_000_000))
+    (touched,) = list_sources([str(path)])
+    assert touched.version == str(first_ns) and touched.file_id != first.file_id
+
+
+def test_symlink_loops_are_not_followed(tree: Path) -> None:
+    (tree / "a" / "loop").symlink_to(tree / "a", target_is_directory=True)
+    records = list(list_sources([str(tree / "a")]))
+    assert len(records) == 3
+
+
+@pytest.mark.parametrize("source", ["/no/such/dir", "/no/such/*.wav", "ftp://host/x.wav"])
+def test_bad_sources_are_errors(source: str) -> None:
+    with pytest.raises(SourceError):
+        list(list_sources([source]))
