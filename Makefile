@@ -6,9 +6,9 @@ DATA ?= data
 
 .PHONY: install system-deps demo test test-fast lint examples weights clean
 
+# torch first, pinned to the CPU build on this disk: otherwise pip resolves a multi-GB CUDA build.
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	# torch first, pinned to the CPU build on this disk: otherwise pip resolves a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
@@ -23,8 +23,8 @@ demo: install
 	$(MIRBATCH) show build/demo-labels
 
 lint: install
-	$(VENV)/bin/ruff check mirbatch tests scripts bench
-	$(VENV)/bin/ruff format --check mirbatch tests scripts bench
+	$(VENV)/bin/ruff check mirbatch tests scripts
+	$(VENV)/bin/ruff format --check mirbatch tests scripts
 	$(VENV)/bin/mypy mirbatch
 
 test: install system-deps lint

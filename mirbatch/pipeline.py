@@ -374,7 +374,7 @@ def run_tag(config: TagConfig, progress: Callable[[TagSummary, int], None] | Non
                     summary.errors.append((row["path"], row["error"]))
             now = time.perf_counter()
             summary.wall_s = now - started
-            if progress and now - last_report > 1.0:
+            if progress and now - last_report > 1.0 and summary.files_ok + summary.files_error < len(todo):
                 progress(summary, len(todo))
                 last_report = now
         if assembler.pending:
