@@ -61,7 +61,9 @@ def main() -> None:
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Output Parquet dataset folder.")
 @click.option("--mode", type=click.Choice(["classify"]), default="classify", show_default=True, help="How to label.")
 @model_option("Checkpoint path or bundled model name (default: the bundled cnn-default).")
-@click.option("--features", type=click.Choice(["mel"]), default=None, help="Feature kind (default: the model's).")
+@click.option(
+    "--features", type=click.Choice(["mel", "scalogram"]), default=None, help="Feature kind (default: the model's)."
+)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Model actors.")
 @click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0.0, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Patches per forward.")
@@ -159,75 +161,153 @@ def show(out: str, limit: int) -> None:
 @main.command(
     epilog=_example(
         "mirbatch data render --soundfont fluidr3 --out data/fluidr3 --per-class 200 --seed 1\n"
-        "mirbatch train --model cnn --data data/fluidr3 --out models/cnn.safetensors"
+        "mirbatch train --model cnn --data data/fluidr3 --data data/freepats --out models/cnn.safetensors\n"
+        "mirbatch train --model cnn --data data/fluidr3 --out models/cnn.safetensors --workers 2 --resume\n"
+        "mirbatch train --model cnn --data IRMAS-TrainingData --out irmas.safetensors --address auto --use-gpu"
     )
 )
-@click.option("--model", "architecture", type=click.Choice(["cnn"]), default="cnn", show_default=True)
+@click.option(
+    "--model",
+    "architecture",
+    type=click.Choice(["cnn", "cnn-freq"]),
+    default="cnn",
+    show_default=True,
+    help="cnn: the seed paper's CNN; cnn-freq: the same with batch norm and a frequency-aware head.",
+)
 @data_option
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Checkpoint file to write.")
-@click.option("--labels", default=None, help="Comma-separated labels to train (default: every label folder).")
-@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--labels", default=None, help="Comma-separated labels to train (default: every label found).")
+@click.option("--features", type=click.Choice(["mel", "scalogram"]), default="mel", show_default=True)
+@click.option(
+    "--wavelet",
+    type=click.Choice(["morse", "morlet"]),
+    default="morse",
+    show_default=True,
+    help="Wavelet of --features scalogram.",
+)
+@click.option(
+    "--augment",
+    default="default",
+    show_default=True,
+    help="Audio augmentation: 'default', 'none', or 'default,-reverb,-mix' to leave some out "
+    "(pitch, eq, reverb, noise, band_limit, mix).",
+)
+@click.option("--epochs", type=click.IntRange(min=1), default=40, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Global batch size.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
 @click.option(
     "--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.15, show_default=True
 )
-@click.option("--patience", type=click.IntRange(min=1), default=8, show_default=True, help="Early-stop patience.")
+@click.option("--patience", type=click.IntRange(min=1), default=10, show_default=True, help="Early-stop patience.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Ray Train workers (DDP).")
+@click.option("--use-gpu", is_flag=True, help="One GPU per worker.")
+@address_option
+@click.option(
+    "--storage", default=None, metavar="PATH|s3://...", help="Where runs keep per-epoch checkpoints (default: ./runs)."
+)
+@click.option("--name", default=None, help="Run name under --storage (default: the --out file's stem).")
+@click.option("--resume", is_flag=True, help="Continue the run from its latest checkpoint.")
+@click.option(
+    "--cache",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Feature cache folder (default: STORAGE/feature-cache).",
+)
 def train(
     architecture: str,
     data: tuple[str, ...],
     out: str,
     labels: str | None,
+    features: str,
+    wavelet: str,
+    augment: str,
     epochs: int,
     batch_size: int,
     lr: float,
     val_fraction: float,
     patience: int,
     seed: int,
+    workers: int,
+    use_gpu: bool,
+    address: str | None,
+    storage: str | None,
+    name: str | None,
+    resume: bool,
+    cache: str | None,
 ) -> None:
-    """Train a classifier on folder-per-label data and save a checkpoint."""
+    """Train a classifier on Ray Train (DDP) and save its best epoch as a checkpoint.
+
+    Data sets are folders per label, IRMAS training data or NSynth (detected). Features are cached
+    once; every epoch is checkpointed under --storage, and --resume continues an interrupted run.
+    """
+    from mirbatch.augment import AugmentConfig
+    from mirbatch.features import FeatureConfig, MelConfig, ScalogramConfig
     from mirbatch.training import TrainConfig
     from mirbatch.training import train as run_training
 
-    config = TrainConfig(
-        data=data,
-        architecture=architecture,
-        labels=tuple(x.strip() for x in labels.split(",")) if labels else None,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        val_fraction=val_fraction,
-        patience=patience,
-        seed=seed,
-    )
     try:
-        path, result = run_training(config, Path(out), log=click.echo)
-    except (ValueError, FileNotFoundError) as exc:
+        feature_config: FeatureConfig = ScalogramConfig(wavelet=wavelet) if features == "scalogram" else MelConfig()
+        config = TrainConfig(
+            data=data,
+            architecture=architecture,
+            labels=tuple(x.strip() for x in labels.split(",")) if labels else None,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            val_fraction=val_fraction,
+            patience=patience,
+            seed=seed,
+            features=feature_config,
+            augment=AugmentConfig.parse(augment),
+            workers=workers,
+            use_gpu=use_gpu,
+        )
+        path, result = run_training(
+            config,
+            Path(out),
+            storage=storage,
+            name=name,
+            resume=resume,
+            address=address,
+            cache=Path(cache) if cache else None,
+            log_line=click.echo,
+        )
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from exc
+    from mirbatch.plots import plot_training_curves
+
+    curves = plot_training_curves(result["history"], Path(out).with_suffix(".curves.png"), Path(out).name)
     click.echo(
-        f"saved {path} (best epoch {result['best_epoch']}, validation file accuracy {result['val_file_accuracy']:.3f})"
+        f"saved {path} (best epoch {result['best_epoch']}, validation file accuracy "
+        f"{result['val_file_accuracy']:.3f}); curves in {curves}"
     )
 
 
 @main.command(
     name="eval",
     epilog=_example(
-        "mirbatch eval --data data/timgm6mb\nmirbatch eval --model models/cnn.safetensors --data data/timgm6mb"
+        "mirbatch eval --data data/timgm6mb\n"
+        "mirbatch eval --model models/cnn.safetensors --data data/timgm6mb --report reports/timgm6mb"
     ),
 )
 @model_option("Checkpoint path or bundled model name (default: cnn-default).")
 @data_option
-def evaluate(model: str | None, data: tuple[str, ...]) -> None:
-    """Evaluate a classifier on folder-per-label data: file- and patch-level accuracy, per label."""
+@click.option("--report", type=click.Path(file_okay=False), default=None,
+              help="Folder for report.json and confusion-matrix PNGs.")  # fmt: skip
+def evaluate(model: str | None, data: tuple[str, ...], report: str | None) -> None:
+    """Evaluate a classifier: accuracy, per-label precision/recall/F1, macro-F1, beside the MFCC-SVM baseline."""
     from mirbatch.evaluate import evaluate_classifier
     from mirbatch.models import DEFAULT_CLASSIFIER, CheckpointError
 
     try:
-        report = evaluate_classifier(model or DEFAULT_CLASSIFIER, [Path(d) for d in data])
+        result = evaluate_classifier(model or DEFAULT_CLASSIFIER, [Path(d) for d in data])
     except (CheckpointError, ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(report.format())
+    click.echo(result.format())
+    if report:
+        for path in result.write(Path(report)):
+            click.echo(f"wrote {path}")
 
 
 @main.group()

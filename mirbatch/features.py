@@ -1,4 +1,4 @@
-"""Features: batched torch log-mel spectrograms cut into fixed-length patches.
+"""Features: batched torch log-mel spectrograms and wavelet scalograms cut into fixed-length patches.
 
 The functional core (``mel_filterbank``, ``mel_power``, ``power_to_db``, ``frame_patches``) mirrors
 librosa's ``feature.melspectrogram`` + ``power_to_db`` (checked in ``tests/test_librosa_compat.py``);
@@ -16,6 +16,14 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "FeatureConfig",
+    "ScalogramConfig",
+    "ScalogramFeaturizer",
+    "bin_means",
+    "cwt_magnitude",
+    "make_featurizer",
+    "wavelet_context",
+    "wavelet_spectrum",
     "MelConfig",
     "FEATURES",
     "feature_config_from_dict",
@@ -81,25 +89,108 @@ class MelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MelConfig:
-        known = {f.name for f in fields(cls) if f.init}
-        unknown = set(d) - known - {"name"}
-        if unknown:
-            raise ValueError(f"unknown mel feature settings: {sorted(unknown)}")
-        kwargs = {k: v for k, v in d.items() if k in known}
-        if "input_size" in kwargs:
-            kwargs["input_size"] = tuple(int(v) for v in kwargs["input_size"])
-        return cls(**kwargs)
+        return _from_dict(cls, d)
 
 
-FEATURES: dict[str, type[MelConfig]] = {"mel": MelConfig}
+@dataclass(frozen=True)
+class ScalogramConfig:
+    """Wavelet scalogram patches as in the one-shot Siamese paper.
+
+    Attributes
+    ----------
+    wavelet : str
+        ``morse`` (generalized Morse, the default) or ``morlet`` (PyWavelets' complex Morlet ``cmorB-C``).
+    gamma, beta : float
+        Morse parameters (3 and 20: MATLAB's default).
+    morlet_bandwidth, morlet_center : float
+        ``B`` and ``C`` of ``cmorB-C``.
+    fmin, fmax : float
+        Centre frequencies of the lowest and highest scale in Hz (log-spaced in between). ``fmax``
+        None takes the highest centre whose wavelet has decayed under 1e-6 of its peak at Nyquist
+        (about 6.5 kHz for Morse 3/20 at 22,050 Hz): a wavelet cut off by Nyquist rings for
+        thousands of samples and is no longer the wavelet it claims to be.
+    n_freqs : int
+        Number of scales (rows).
+    time_bins : int
+        Columns per patch: the magnitude is averaged over ``patch_samples / time_bins`` samples.
+    top_db : float
+        Dynamic range kept under each patch's peak (magnitude in dB, 20 log10).
+    patch_s, patch_hop_s : float
+    input_size : tuple of int
+    """
+
+    name: str = field(default="scalogram", init=False)
+    sample_rate: int = 22050
+    wavelet: str = "morse"
+    gamma: float = 3.0
+    beta: float = 20.0
+    morlet_bandwidth: float = 1.5
+    morlet_center: float = 1.0
+    fmin: float = 32.7
+    fmax: float | None = None
+    n_freqs: int = 96
+    time_bins: int = 112
+    top_db: float = 80.0
+    patch_s: float = 1.0
+    patch_hop_s: float = 0.5
+    input_size: tuple[int, int] = (224, 224)
+
+    @property
+    def patch_samples(self) -> int:
+        return round(self.patch_s * self.sample_rate)
+
+    @property
+    def patch_hop_samples(self) -> int:
+        return max(1, round(self.patch_hop_s * self.sample_rate))
+
+    def frequencies(self) -> np.ndarray:
+        """Centre frequency of each row in Hz [shape=(n_freqs,)], low to high."""
+        return np.geomspace(self.fmin, self.highest_frequency(), self.n_freqs)
+
+    def highest_frequency(self) -> float:
+        """``fmax``, or the highest centre (in Hz) whose wavelet is under 1e-6 at Nyquist."""
+        if self.fmax is not None:
+            return self.fmax
+        nyquist = self.sample_rate / 2
+        for center in np.geomspace(nyquist, self.fmin, 2000):
+            probe = _scaled_wavelets(self, np.array([center / self.sample_rate]), np.array([0.5]))
+            if probe[0, 0] < 1e-6:
+                return float(center)
+        raise ValueError(f"no {self.wavelet} wavelet above {self.fmin} Hz fits under Nyquist")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["input_size"] = list(self.input_size)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ScalogramConfig:
+        return _from_dict(cls, d)
 
 
-def feature_config_from_dict(d: dict[str, Any]) -> MelConfig:
+FeatureConfig = MelConfig | ScalogramConfig
+
+FEATURES: dict[str, type[MelConfig] | type[ScalogramConfig]] = {"mel": MelConfig, "scalogram": ScalogramConfig}
+
+
+def _from_dict(cls: Any, d: dict[str, Any]) -> Any:
+    known = {f.name for f in fields(cls) if f.init}
+    unknown = set(d) - known - {"name"}
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} settings: {sorted(unknown)}")
+    kwargs = {k: v for k, v in d.items() if k in known}
+    if "input_size" in kwargs:
+        kwargs["input_size"] = tuple(int(v) for v in kwargs["input_size"])
+    return cls(**kwargs)
+
+
+def feature_config_from_dict(d: dict[str, Any]) -> FeatureConfig:
     """Rebuild a feature config from its ``to_dict`` form (the ``name`` key picks the kind)."""
     name = d.get("name", "mel")
     if name not in FEATURES:
         raise ValueError(f"unknown feature kind {name!r}; known: {', '.join(FEATURES)}")
-    return FEATURES[name].from_dict(d)
+    config: FeatureConfig = FEATURES[name].from_dict(d)
+    return config
 
 
 def mel_filterbank(config: MelConfig) -> torch.Tensor:
@@ -229,3 +320,199 @@ class Featurizer(torch.nn.Module):
             start_s=np.asarray(starts_s, dtype=np.float32),
             level_db=level_db.cpu().numpy().astype(np.float32),
         )
+
+
+def wavelet_spectrum(config: ScalogramConfig, freqs: np.ndarray) -> np.ndarray:
+    """Fourier transforms of the scaled wavelets, peak 1, at ``freqs`` (cycles per sample).
+
+    Parameters
+    ----------
+    config : ScalogramConfig
+    freqs : np.ndarray [shape=(bins,)]
+        Non-negative frequencies in cycles per sample.
+
+    Returns
+    -------
+    np.ndarray [shape=(n_freqs, bins), dtype=float64]
+        Row ``k`` is the scaled wavelet whose peak sits at ``config.frequencies()[k]``. Both
+        wavelets are real in frequency and vanish at negative frequencies (analytic).
+    """
+    return _scaled_wavelets(config, config.frequencies() / config.sample_rate, np.asarray(freqs, dtype=np.float64))
+
+
+def _scaled_wavelets(config: ScalogramConfig, centers: np.ndarray, freqs: np.ndarray) -> np.ndarray:
+    """Wavelets peaking at ``centers`` (cycles per sample), evaluated at ``freqs`` (cycles per sample)."""
+    f = freqs[None, :]
+    if config.wavelet == "morse":
+        gamma, beta = config.gamma, config.beta
+        omega_peak = (beta / gamma) ** (1.0 / gamma)
+        scales = omega_peak / (2 * np.pi * centers)  # in samples
+        omega = scales[:, None] * 2 * np.pi * f
+        with np.errstate(divide="ignore"):
+            log_psi = beta * np.log(omega) - omega**gamma + (beta / gamma) * (1 + np.log(gamma) - np.log(beta))
+        return np.where(omega > 0, np.exp(log_psi), 0.0)
+    if config.wavelet == "morlet":
+        # PyWavelets' cmorB-C: psi(t) = (pi B)^-1/2 exp(-t^2 / B) exp(2j pi C t), whose transform is
+        # exp(-pi^2 B (f - C)^2); negative frequencies (under exp(-pi^2 B C^2) ~ 4e-7) are dropped.
+        scales = config.morlet_center / centers
+        return np.where(
+            f >= 0,
+            np.exp(-(np.pi**2) * config.morlet_bandwidth * (scales[:, None] * f - config.morlet_center) ** 2),
+            0.0,
+        )
+    raise ValueError(f"unknown wavelet {config.wavelet!r}; use morse or morlet")
+
+
+def wavelet_context(config: ScalogramConfig) -> int:
+    """Samples of context each side of a patch so the widest (lowest) wavelet sees real audio, not padding.
+
+    The half-width holding all but 1e-6 of the lowest-frequency wavelet's energy.
+    """
+    n = 1 << 18
+    lowest = _scaled_wavelets(config, np.array([config.fmin / config.sample_rate]), np.fft.rfftfreq(n))[0]
+    psi = np.fft.ifft(np.concatenate([lowest, np.zeros(n // 2 - 1)]))
+    energy = np.abs(np.fft.fftshift(psi)) ** 2
+    cumulative = np.cumsum(energy) / energy.sum()
+    left = int(np.searchsorted(cumulative, 0.5e-6))
+    right = int(np.searchsorted(cumulative, 1 - 0.5e-6))
+    return int(max(n // 2 - left, right - n // 2)) + 1
+
+
+def cwt_magnitude(segments: torch.Tensor, spectrum: torch.Tensor) -> torch.Tensor:
+    """|CWT| of real ``segments`` [shape=(b, n)] -> [shape=(b, n_freqs, n)] by multiplication in frequency.
+
+    ``spectrum`` [shape=(n_freqs, n // 2 + 1)] is ``wavelet_spectrum`` at ``rfftfreq(n)``. The
+    product is placed on the positive frequencies of a full-length spectrum (analytic wavelets), so
+    the inverse FFT gives the complex coefficients; the transform is circular: callers pad.
+    """
+    n = segments.shape[-1]
+    x = torch.fft.rfft(segments, n=n)
+    full = torch.zeros((segments.shape[0], spectrum.shape[0], n), dtype=x.dtype, device=segments.device)
+    full[..., : n // 2 + 1] = x[:, None, :] * spectrum
+    return torch.fft.ifft(full).abs()
+
+
+def bin_means(values: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """Means of ``values`` [shape=(..., n)] between fractional sample positions ``edges`` [shape=(bins + 1,)].
+
+    ``values`` is read as piecewise constant, sample ``i`` standing for ``[i - 1/2, i + 1/2)``: the
+    value at time ``i`` represents its neighbourhood, which keeps signals sampled at different rates
+    aligned (a coarser sample covers a wider interval around the same instant).
+    """
+    shifted = edges + 0.5
+    zeros = torch.zeros((*values.shape[:-1], 1), dtype=values.dtype, device=values.device)
+    cumulative = torch.cat([zeros, values.cumsum(-1)], dim=-1)  # integral up to each interval boundary
+    lower = shifted.floor().long().clamp(0, values.shape[-1] - 1)
+    fraction = (shifted - lower).to(values.dtype)
+    at_edges = cumulative[..., lower] + fraction * values[..., lower]
+    return (at_edges[..., 1:] - at_edges[..., :-1]) / (edges[1:] - edges[:-1]).to(values.dtype)
+
+
+class ScalogramFeaturizer(torch.nn.Module):
+    """Clips -> normalized log-magnitude scalogram patches (rows low to high frequency).
+
+    Multi-rate: a row whose wavelet vanishes above bin ``K`` of the segment's spectrum needs only
+    ``K`` complex output samples (its analytic band is ``[0, K)`` bins wide), so rows are grouped by
+    the power-of-two fraction ``L = N / 2^j`` of the segment length that holds their band, and each
+    group runs an inverse FFT of length ``L`` instead of ``N``. Every octave down halves the work;
+    the magnitudes are then averaged over the same time bins at every rate (``bin_means``).
+    """
+
+    spectrum: torch.Tensor
+
+    def __init__(self, config: ScalogramConfig, chunk: int = 16) -> None:
+        super().__init__()
+        self.config = config
+        self.chunk = chunk
+        self.context = wavelet_context(config)
+        # N a multiple of 2^8, so the rates N / 2^j stay integers down to 8 octaves.
+        self.segment = 256 * _fast_length(-(-(config.patch_samples + 2 * self.context) // 256))
+        spectrum = wavelet_spectrum(config, np.fft.rfftfreq(self.segment))
+        self.register_buffer("spectrum", torch.from_numpy(spectrum.astype(np.float32)), persistent=False)
+        above = spectrum > 1e-7 * spectrum.max(axis=1, keepdims=True)
+        band = np.array([np.nonzero(row)[0][-1] + 1 for row in above])  # bins each row needs
+        shortest = 8 * config.time_bins * self.segment // config.patch_samples  # >= 8 samples per time bin
+        self.groups: list[tuple[int, int, int]] = []  # (first row, last row + 1, length)
+        for row, need in enumerate(band):
+            length = self.segment
+            while length % 2 == 0 and length // 2 >= max(2 * need, shortest):
+                length //= 2
+            if self.groups and self.groups[-1][2] == length:
+                self.groups[-1] = (self.groups[-1][0], row + 1, length)
+            else:
+                self.groups.append((row, row + 1, length))
+
+    def resize(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Bilinear resize of patches [shape=(p, 1, n_freqs, time_bins)] to the model input size."""
+        return F.interpolate(inputs, size=self.config.input_size, mode="bilinear", align_corners=False)
+
+    def magnitude_bins(self, segments: torch.Tensor) -> torch.Tensor:
+        """|CWT| of ``segments`` [shape=(b, N)] averaged into the patch's time bins -> (b, n_freqs, time_bins)."""
+        cfg = self.config
+        n = self.segment
+        x = torch.fft.rfft(segments, n=n)
+        edges = self.context + torch.arange(cfg.time_bins + 1, dtype=torch.float64) * (
+            cfg.patch_samples / cfg.time_bins
+        )
+        rows = []
+        for first, last, length in self.groups:
+            keep = min(length, n // 2 + 1)
+            full = torch.zeros((x.shape[0], last - first, length), dtype=x.dtype, device=x.device)
+            full[..., :keep] = x[:, None, :keep] * self.spectrum[first:last, :keep]
+            # An inverse FFT of length L samples the same analytic signal at L/N of the rate; scaling
+            # by L/N keeps the amplitude of the full-rate transform.
+            mag = torch.fft.ifft(full).abs() * (length / n)
+            rows.append(bin_means(mag, (edges * (length / n)).to(mag.device)))
+        return torch.cat(rows, dim=1)
+
+    @torch.inference_mode()
+    def forward(self, clips: list[np.ndarray], resize: bool = True) -> PatchBatch:
+        cfg = self.config
+        device = self.spectrum.device
+        segments: list[torch.Tensor] = []
+        owner: list[int] = []
+        starts_s: list[float] = []
+        for index, clip in enumerate(clips):
+            y = torch.as_tensor(np.array(clip, dtype=np.float32), device=device)
+            n = max(y.numel(), cfg.patch_samples)
+            starts = patch_starts(n, cfg.patch_samples, cfg.patch_hop_samples)
+            # Zeros before the start and after the end; real audio everywhere else.
+            padded = F.pad(y, (self.context, self.segment - self.context + n - y.numel()))
+            for start in starts:
+                segments.append(padded[start : start + self.segment])
+            owner.extend([index] * len(starts))
+            starts_s.extend(s / cfg.sample_rate for s in starts)
+        powers = [
+            self.magnitude_bins(torch.stack(segments[first : first + self.chunk])).square()
+            for first in range(0, len(segments), self.chunk)
+        ]
+        power = torch.cat(powers)
+        peak = power.amax(dim=(-2, -1), keepdim=True)
+        db = power_to_db(power, ref=peak, top_db=cfg.top_db)
+        level_db = 10.0 * torch.log10(torch.clamp(peak.flatten(), min=1e-10))
+        inputs = (db / cfg.top_db + 1.0).unsqueeze(1)
+        return PatchBatch(
+            inputs=self.resize(inputs) if resize else inputs,
+            owner=np.asarray(owner, dtype=np.int64),
+            start_s=np.asarray(starts_s, dtype=np.float32),
+            level_db=level_db.cpu().numpy().astype(np.float32),
+        )
+
+
+def _fast_length(n: int) -> int:
+    """Smallest length >= n whose only prime factors are 2, 3 and 5 (fast FFT sizes)."""
+    while True:
+        m = n
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        if m == 1:
+            return n
+        n += 1
+
+
+def make_featurizer(config: FeatureConfig) -> Featurizer | ScalogramFeaturizer:
+    """The featurizer module for a feature config."""
+    if isinstance(config, ScalogramConfig):
+        return ScalogramFeaturizer(config)
+    return Featurizer(config)

@@ -22,10 +22,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load, save_file
 from torch import nn
 
-from mirbatch.features import MelConfig, feature_config_from_dict
+from mirbatch.baseline import MfccSvm
+from mirbatch.features import FeatureConfig, feature_config_from_dict
 
 __all__ = [
     "SeedCNN",
+    "FreqCNN",
     "ARCHITECTURES",
     "build_model",
     "CheckpointMeta",
@@ -79,7 +81,46 @@ class SeedCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"cnn": SeedCNN}
+class FreqCNN(nn.Module):
+    """The seed CNN's three-layer topology with batch norm and a frequency-aware head.
+
+    The seed's global max pool throws away where in frequency a pattern occurs, that is the
+    instrument's register (cello and violin share textures, not ranges). Here the last feature map
+    is max-pooled over time only and the frequency rows go to the classifier.
+
+    Input ``x`` [shape=(batch, 1, height, width)] -> logits [shape=(batch, n_labels)].
+    """
+
+    def __init__(self, n_labels: int, width: int = 1, freq_rows: int = 8, hidden: int = 256, dropout: float = 0.5):
+        super().__init__()
+        c1, c2, c3 = 32 * width, 32 * width, 64 * width
+        self.features = nn.Sequential(
+            nn.Conv2d(1, c1, 3, stride=4),
+            nn.BatchNorm2d(c1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, stride=2),
+            nn.Conv2d(c1, c2, 3),
+            nn.BatchNorm2d(c2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c2, c3, 3),
+            nn.BatchNorm2d(c3),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveMaxPool2d((freq_rows, 1)),  # rows = frequency bands, max over time
+            nn.Flatten(),
+        )
+        self.classifier = nn.Sequential(
+            nn.Dropout(dropout),
+            nn.Linear(c3 * freq_rows, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, n_labels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"cnn": SeedCNN, "cnn-freq": FreqCNN}
 
 
 def build_model(architecture: str, n_labels: int, **params: Any) -> nn.Module:
@@ -99,7 +140,7 @@ class CheckpointMeta:
 
     architecture: str
     labels: tuple[str, ...]
-    features: MelConfig
+    features: FeatureConfig
     params: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -143,6 +184,7 @@ class Checkpoint:
     meta: CheckpointMeta
     name: str
     sha256: str
+    baseline: MfccSvm | None = None
 
     @property
     def model_id(self) -> str:
@@ -150,10 +192,14 @@ class Checkpoint:
         return f"{self.name}@{self.sha256[:12]}"
 
 
-def save_checkpoint(path: Path, model: nn.Module, meta: CheckpointMeta) -> str:
-    """Write ``model``'s weights and ``meta`` to ``path`` atomically; return the file's sha256."""
+def save_checkpoint(
+    path: Path, model: nn.Module, meta: CheckpointMeta, extra: dict[str, torch.Tensor] | None = None
+) -> str:
+    """Write ``model``'s weights (plus ``extra`` tensors, e.g. the baseline) and ``meta`` to ``path``
+    atomically; return the file's sha256."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors.update(extra or {})
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(tensors, str(tmp), metadata={"mirbatch": json.dumps(meta.to_dict(), sort_keys=True)})
     tmp.replace(path)
@@ -199,11 +245,18 @@ def checkpoint_from_bytes(data: bytes, name: str, device: str | torch.device = "
     meta = CheckpointMeta.from_dict(meta_json)
     model = build_model(meta.architecture, len(meta.labels), **meta.params)
     try:
-        model.load_state_dict(load(data), strict=True)
+        weights, baseline = MfccSvm.split(load(data))
+        model.load_state_dict(weights, strict=True)
     except (SafetensorError, RuntimeError) as exc:
         raise CheckpointError(f"{name}: weights do not match architecture {meta.architecture!r}: {exc}") from None
     model.to(device).eval()
-    return Checkpoint(model=model, meta=meta, name=name, sha256=hashlib.sha256(data).hexdigest())
+    return Checkpoint(
+        model=model,
+        meta=meta,
+        name=name,
+        sha256=hashlib.sha256(data).hexdigest(),
+        baseline=MfccSvm.from_tensors(baseline),
+    )
 
 
 def read_checkpoint_bytes(name_or_path: str) -> tuple[str, bytes]:

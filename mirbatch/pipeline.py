@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from mirbatch.aggregate import aggregate_file
 from mirbatch.audio import DecodeError, decode
-from mirbatch.features import Featurizer
+from mirbatch.features import make_featurizer
 from mirbatch.models import DEFAULT_CLASSIFIER, CheckpointMeta, checkpoint_from_bytes, read_checkpoint_bytes
 from mirbatch.output import ResultWriter, completed_file_ids, reset_output
 from mirbatch.sources import FileRecord, list_sources, read_bytes
@@ -170,7 +170,7 @@ class ClassifyActor:
         # ``checkpoint`` is [ObjectRef of the file's bytes]: wrapped in a list so Ray does not resolve
         # it into the constructor arguments (restartable actors must not own such arguments).
         self.checkpoint = checkpoint_from_bytes(ray.get(checkpoint[0]), name, self.device)
-        self.featurizer = Featurizer(self.checkpoint.meta.features).to(self.device)
+        self.featurizer = make_featurizer(self.checkpoint.meta.features).to(self.device)
         self.batch_size = batch_size
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -282,7 +282,7 @@ def ensure_ray(address: str | None, num_cpus: int | None = None) -> None:
         ray.init(
             address="local",
             num_cpus=num_cpus or os.cpu_count() or 1,
-            include_dashboard=False,
+            include_dashboard=True,
             logging_level=logging.WARNING,
         )
 

@@ -1,31 +1,57 @@
-"""Training the classifier: decode once, cache patches, train with augmentation, keep the best epoch.
+"""Training: a feature cache built once, then a Ray Train (TorchTrainer, DDP) run over it.
 
-Audio is decoded and turned into unresized log-mel patches once (``PatchSet``); every epoch then
-only augments, resizes and trains. The split is by file (``split_by_file``), so no file has patches
-on both sides. The best epoch by validation file accuracy is what gets saved.
+1. ``build_cache`` decodes every file once, adds ``AugmentConfig.variants`` augmented copies of each
+   training file (EQ, reverb, noise, pitch, band limit, mixing), cuts all of them into unresized
+   feature patches and writes ``train.npz`` / ``val.npz`` (numeric arrays only: loaded without
+   pickle). The split is by file, so no file has patches on both sides.
+2. ``train_loop`` runs in every Ray Train worker: each epoch draws as many patches as the clean
+   training set has from the clean and augmented ones, shards them by rank, trains the DDP model,
+   evaluates its shard of the validation files and all-reduces the counts, so every worker takes
+   the same early-stopping decision. Rank 0 reports a checkpoint each epoch (latest weights,
+   optimizer state, best weights, history); a restarted worker group and ``--resume`` continue
+   from the latest one.
+3. ``train`` drives both and exports the best epoch as a mirbatch checkpoint.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import math
+import tempfile
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 
 from mirbatch.aggregate import active_patches
 from mirbatch.audio import DecodeError, decode
-from mirbatch.datasets.layouts import LabelledFile, folder_dataset, split_by_file
-from mirbatch.features import Featurizer, MelConfig
+from mirbatch.augment import AugmentConfig, augment_clip
+from mirbatch.baseline import MfccSvm, stats_for
+from mirbatch.datasets.layouts import LabelledFile, load_dataset, split_by_file
+from mirbatch.features import FeatureConfig, MelConfig, feature_config_from_dict, make_featurizer
 from mirbatch.models import CheckpointMeta, build_model, save_checkpoint
 
-__all__ = ["TrainConfig", "PatchSet", "build_patch_set", "augment", "predict_files", "train", "EpochMetrics"]
+__all__ = [
+    "EpochMetrics",
+    "PatchSet",
+    "TrainConfig",
+    "augment_patches",
+    "build_cache",
+    "build_patch_set",
+    "predict_files",
+    "train",
+    "train_loop",
+]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -35,18 +61,23 @@ class TrainConfig:
     Attributes
     ----------
     data : tuple of str
-        Data-set folders (a folder per label); several are pooled.
+        Data sets (a folder per label, IRMAS or NSynth layouts); several are pooled.
     architecture : str
         Registered architecture name.
     labels : tuple of str or None
-        Labels to train; None takes every label folder found.
-    epochs, batch_size, lr : training schedule (RMSprop, per the seed paper).
+        Labels to train; None takes every label found.
+    epochs, batch_size, lr : training schedule (global batch; RMSprop per the seed paper).
     val_fraction : float
         Share of files held out for validation (split by file).
     patience : int
-        Epochs without a better validation accuracy before stopping.
+        Epochs without a better validation file accuracy before stopping early.
     seed : int
-    features : MelConfig
+    features : MelConfig or ScalogramConfig
+    augment : AugmentConfig
+    workers : int
+        Ray Train workers (DDP ranks).
+    use_gpu : bool
+        One GPU per worker.
     """
 
     data: tuple[str, ...]
@@ -58,16 +89,31 @@ class TrainConfig:
     val_fraction: float = 0.15
     patience: int = 8
     seed: int = 0
-    features: MelConfig = field(default_factory=MelConfig)
+    features: FeatureConfig = field(default_factory=MelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    workers: int = 1
+    use_gpu: bool = False
+
+    def cache_key(self, files: Sequence[LabelledFile]) -> str:
+        """What the cached features depend on: files, labels, split, features, augmentation, seed."""
+        payload = {
+            "files": [(f.path, f.label) for f in files],
+            "labels": list(self.labels or ()),
+            "val_fraction": self.val_fraction,
+            "seed": self.seed,
+            "features": self.features.to_dict(),
+            "augment": self.augment.to_dict(),
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
 class PatchSet:
-    """Cached training patches.
+    """Cached patches.
 
     Attributes
     ----------
-    inputs : torch.Tensor [shape=(patches, 1, n_mels, frames), dtype=float16]
+    inputs : torch.Tensor [shape=(patches, 1, rows, columns), dtype=float16]
         Unresized patches in [0, 1].
     targets : torch.Tensor [shape=(patches,), dtype=int64]
         Label index of each patch.
@@ -75,40 +121,92 @@ class PatchSet:
         Index into ``files`` of each patch.
     active : np.ndarray [shape=(patches,), dtype=bool]
         Whether the patch carries sound (see ``aggregate.active_patches``).
+    variant : np.ndarray [shape=(patches,), dtype=int8]
+        0 for the clean file, 1.. for augmented copies.
     files : list of LabelledFile
+    file_stats : np.ndarray [shape=(files, 80)]
+        MFCC statistics of each clean file, for the baseline.
     """
 
     inputs: torch.Tensor
     targets: torch.Tensor
     owner: np.ndarray
     active: np.ndarray
+    variant: np.ndarray
     files: list[LabelledFile]
+    file_stats: np.ndarray
+
+    def save(self, path: Path) -> None:
+        np.savez(
+            path,
+            inputs=self.inputs.numpy(),
+            targets=self.targets.numpy(),
+            owner=self.owner,
+            active=self.active,
+            variant=self.variant,
+            paths=np.array([f.path for f in self.files], dtype=np.str_),
+            labels=np.array([f.label for f in self.files], dtype=np.str_),
+            file_stats=self.file_stats,
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> PatchSet:
+        with np.load(path, allow_pickle=False) as z:
+            files = [LabelledFile(str(p), str(label)) for p, label in zip(z["paths"], z["labels"], strict=True)]
+            return cls(
+                inputs=torch.from_numpy(z["inputs"]),
+                targets=torch.from_numpy(z["targets"]),
+                owner=z["owner"],
+                active=z["active"],
+                variant=z["variant"],
+                files=files,
+                file_stats=z["file_stats"],
+            )
 
 
-def build_patch_set(
-    files: Sequence[LabelledFile], labels: Sequence[str], featurizer: Featurizer, jobs: int = 2
-) -> PatchSet:
-    """Decode ``files`` (in ``jobs`` threads) and cut them into cached patches; undecodable files are skipped."""
+def _patch_chunk(
+    files: Sequence[LabelledFile],
+    labels: Sequence[str],
+    features: FeatureConfig,
+    augment: AugmentConfig | None,
+    seed: int,
+    salt: int,
+) -> PatchSet | None:
+    """Decode, augment and featurize one chunk of files (a Ray task or a plain call)."""
     index = {label: i for i, label in enumerate(labels)}
-    rate = featurizer.config.sample_rate
-
-    def load(f: LabelledFile) -> np.ndarray | None:
+    rate = features.sample_rate
+    featurizer = make_featurizer(features)
+    kept: list[tuple[LabelledFile, np.ndarray]] = []
+    for f in files:
         try:
-            return decode(f.path, rate).samples
-        except DecodeError:
-            return None
-
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        decoded = list(pool.map(load, files))
-    kept = [(f, y) for f, y in zip(files, decoded, strict=True) if y is not None]
+            kept.append((f, decode(f.path, rate).samples))
+        except DecodeError as exc:
+            log.warning("skipping %s: %s", f.path, exc.reason)
     if not kept:
-        raise ValueError("none of the data-set files could be decoded")
-    inputs, owners, actives = [], [], []
-    for start in range(0, len(kept), 64):
-        chunk = kept[start : start + 64]
-        batch = featurizer([y for _, y in chunk], resize=False)
+        return None
+    variants = augment.variants if augment else 0
+    clips: list[tuple[int, int, np.ndarray]] = []  # (file index, variant, audio)
+    for i, (f, y) in enumerate(kept):
+        clips.append((i, 0, y))
+        if not variants or augment is None:
+            continue
+        rng = np.random.default_rng([seed, salt, i])
+
+        def other(rng: np.random.Generator = rng, label: str = f.label) -> np.ndarray:
+            for _ in range(20):  # a clip of another label, for mixing
+                g, y2 = kept[int(rng.integers(len(kept)))]
+                if g.label != label:
+                    return y2
+            return np.zeros(1, np.float32)
+
+        clips.extend((i, v, augment_clip(y, rate, augment, rng, other)) for v in range(1, variants + 1))
+    inputs, owners, actives, variant_ids = [], [], [], []
+    for start in range(0, len(clips), 32):
+        chunk = clips[start : start + 32]
+        batch = featurizer([y for _, _, y in chunk], resize=False)
         inputs.append(batch.inputs.to(torch.float16))
-        owners.append(batch.owner + start)
+        owners.append(np.array([c[0] for c in chunk])[batch.owner])
+        variant_ids.append(np.array([c[1] for c in chunk], dtype=np.int8)[batch.owner])
         active = np.zeros(len(batch.owner), dtype=bool)
         for j in range(len(chunk)):
             sel = batch.owner == j
@@ -116,58 +214,113 @@ def build_patch_set(
         actives.append(active)
     owner = np.concatenate(owners)
     kept_files = [f for f, _ in kept]
-    targets = torch.tensor([index[kept_files[o].label] for o in owner], dtype=torch.int64)
-    return PatchSet(torch.cat(inputs), targets, owner, np.concatenate(actives), kept_files)
+    return PatchSet(
+        torch.cat(inputs),
+        torch.tensor([index[kept_files[o].label] for o in owner], dtype=torch.int64),
+        owner,
+        np.concatenate(actives),
+        np.concatenate(variant_ids),
+        kept_files,
+        stats_for([y for _, y in kept], rate),
+    )
 
 
-def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Augment unresized patches [shape=(b, 1, n_mels, frames)] in [0, 1].
+def _concat(parts: Sequence[PatchSet]) -> PatchSet:
+    offsets = np.cumsum([0] + [len(p.files) for p in parts[:-1]])
+    return PatchSet(
+        torch.cat([p.inputs for p in parts]),
+        torch.cat([p.targets for p in parts]),
+        np.concatenate([p.owner + o for p, o in zip(parts, offsets, strict=True)]),
+        np.concatenate([p.active for p in parts]),
+        np.concatenate([p.variant for p in parts]),
+        [f for p in parts for f in p.files],
+        np.concatenate([p.file_stats for p in parts]),
+    )
 
-    - a raised floor (a noise floor 30-80 dB under the peak): recordings are not silent between notes;
-    - a shift of up to 2 mel bands: small pitch and tuning differences between libraries;
+
+def build_patch_set(
+    files: Sequence[LabelledFile],
+    labels: Sequence[str],
+    features: FeatureConfig,
+    augment: AugmentConfig | None = None,
+    seed: int = 0,
+    on_ray: bool = False,
+) -> PatchSet:
+    """Decode ``files``, add augmented copies, and cut everything into unresized patches.
+
+    Undecodable files are left out (with a log line). ``augment`` None or ``variants=0`` gives the
+    clean patches only. ``on_ray`` spreads chunks of files over Ray tasks (the cluster's CPUs);
+    chunks interleave the files (``files[i::n]``) so each holds many labels to mix from.
+    """
+    n_chunks = max(1, min(len(files) // 64, 256)) if on_ray else 1
+    args = [([*files[i::n_chunks]], list(labels), features, augment, seed, i) for i in range(n_chunks)]
+    if on_ray:
+        import ray
+
+        task = ray.remote(num_cpus=1)(_patch_chunk)
+        results = ray.get([task.remote(*a) for a in args])
+    else:
+        results = [_patch_chunk(*a) for a in args]
+    parts = [r for r in results if r is not None]
+    if not parts:
+        raise ValueError("none of the data-set files could be decoded")
+    return _concat(parts)
+
+
+def augment_patches(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Cheap per-batch augmentation of unresized patches [shape=(b, 1, rows, columns)] in [0, 1].
+
+    - a raised floor (a noise floor 30-80 dB under the peak) on half the patches;
+    - a shift of up to 2 rows (frequency bands): small tuning differences;
     - one frequency mask and one time mask (SpecAugment): no single band or instant decides.
     """
-    b, _, n_mels, frames = x.shape
+    b, _, rows, columns = x.shape
     floor = torch.rand(b, 1, 1, 1, generator=generator) * 0.6
     floor = torch.where(torch.rand(b, 1, 1, 1, generator=generator) < 0.5, floor, torch.zeros_like(floor))
     x = torch.maximum(x, floor)
     out = torch.empty_like(x)
     shifts = torch.randint(-2, 3, (b,), generator=generator).tolist()
+    f_width = torch.randint(0, rows // 8 + 1, (b,), generator=generator).tolist()
+    t_width = torch.randint(0, columns // 6 + 1, (b,), generator=generator).tolist()
     for i, s in enumerate(shifts):
         out[i] = torch.roll(x[i], shifts=s, dims=-2)
         if s > 0:
             out[i, :, :s] = x[i, :, :1]
         elif s < 0:
             out[i, :, s:] = x[i, :, -1:]
-    f_width = torch.randint(0, n_mels // 8 + 1, (b,), generator=generator).tolist()
-    t_width = torch.randint(0, frames // 6 + 1, (b,), generator=generator).tolist()
-    for i in range(b):
-        f0 = int(torch.randint(0, n_mels - f_width[i] + 1, (1,), generator=generator))
-        t0 = int(torch.randint(0, frames - t_width[i] + 1, (1,), generator=generator))
+        f0 = int(torch.randint(0, rows - f_width[i] + 1, (1,), generator=generator))
+        t0 = int(torch.randint(0, columns - t_width[i] + 1, (1,), generator=generator))
         out[i, :, f0 : f0 + f_width[i]] = 0.0
         out[i, :, :, t0 : t0 + t_width[i]] = 0.0
     return out
 
 
+def _resize(x: torch.Tensor, features: FeatureConfig) -> torch.Tensor:
+    return F.interpolate(x, size=features.input_size, mode="bilinear", align_corners=False)
+
+
 @torch.inference_mode()
 def predict_files(
-    model: torch.nn.Module, featurizer: Featurizer, patches: PatchSet, batch_size: int = 256
+    model: torch.nn.Module, features: FeatureConfig, patches: PatchSet, batch_size: int = 256
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return (patch probabilities [shape=(patches, labels)], file scores [shape=(files, labels)]).
 
     File scores are the mean of the file's active patches' probabilities (as ``tag`` computes them).
+    Only clean patches (variant 0) count.
     """
     model.eval()
+    device = next(model.parameters()).device
     probs = []
     for start in range(0, len(patches.targets), batch_size):
-        x = featurizer.resize(patches.inputs[start : start + batch_size].float())
-        probs.append(torch.softmax(model(x), dim=1))
+        x = _resize(patches.inputs[start : start + batch_size].float().to(device), features)
+        probs.append(torch.softmax(model(x), dim=1).cpu())
     patch_probs = torch.cat(probs).numpy()
+    use = patches.active & (patches.variant == 0)
     n_files = len(patches.files)
     sums = np.zeros((n_files, patch_probs.shape[1]))
     counts = np.zeros(n_files)
-    np.add.at(sums, patches.owner[patches.active], patch_probs[patches.active])
-    np.add.at(counts, patches.owner[patches.active], 1)
+    np.add.at(sums, patches.owner[use], patch_probs[use])
+    np.add.at(counts, patches.owner[use], 1)
     return patch_probs, sums / np.maximum(counts, 1)[:, None]
 
 
@@ -180,95 +333,301 @@ class EpochMetrics:
     seconds: float
 
 
-def _accuracies(model: torch.nn.Module, featurizer: Featurizer, patches: PatchSet) -> tuple[float, float]:
-    patch_probs, file_scores = predict_files(model, featurizer, patches)
-    hits = patch_probs.argmax(1) == patches.targets.numpy()
-    patch_acc = float(hits[patches.active].mean())
-    file_targets = np.zeros(len(patches.files), dtype=np.int64)
-    file_targets[patches.owner] = patches.targets.numpy()
-    return patch_acc, float((file_scores.argmax(1) == file_targets).mean())
-
-
-def train(
-    config: TrainConfig, out: Path, log: Callable[[str], None] = print, jobs: int = 2
-) -> tuple[Path, dict[str, Any]]:
-    """Train ``config`` and save the best epoch's checkpoint to ``out``; return (path, metrics)."""
-    torch.manual_seed(config.seed)
+def build_cache(config: TrainConfig, cache_dir: Path, log_line: Callable[[str], None] = print) -> tuple[str, ...]:
+    """Build (or reuse) ``train.npz`` and ``val.npz`` under ``cache_dir/<key>``; return the labels."""
     files: list[LabelledFile] = []
     for root in config.data:
-        files.extend(folder_dataset(Path(root), config.labels))
+        files.extend(load_dataset(Path(root), config.labels))
     labels = tuple(config.labels) if config.labels else tuple(sorted({f.label for f in files}))
     train_files, val_files = split_by_file(files, config.val_fraction, config.seed)
     if not train_files or not val_files:
         raise ValueError(f"need files on both sides of the split; got {len(train_files)} train, {len(val_files)} val")
-    featurizer = Featurizer(config.features)
-    t0 = time.perf_counter()
-    train_set = build_patch_set(train_files, labels, featurizer, jobs)
-    val_set = build_patch_set(val_files, labels, featurizer, jobs)
-    log(
-        f"data: {len(train_set.files)} train files ({len(train_set.targets)} patches), "
-        f"{len(val_set.files)} val files ({len(val_set.targets)} patches), {len(labels)} labels, "
-        f"featurized in {time.perf_counter() - t0:.1f}s"
+    target = cache_dir / config.cache_key(files)
+    if (target / "done.json").exists():
+        log_line(f"features: reusing the cache in {target}")
+        return labels
+    target.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    train_set = build_patch_set(train_files, labels, config.features, config.augment, config.seed, on_ray=True)
+    val_set = build_patch_set(val_files, labels, config.features, on_ray=True)
+    train_set.save(target / "train.npz")
+    val_set.save(target / "val.npz")
+    summary = {
+        "labels": list(labels),
+        "train_files": len(train_set.files),
+        "train_patches": len(train_set.targets),
+        "val_files": len(val_set.files),
+        "val_patches": len(val_set.targets),
+    }
+    (target / "done.json").write_text(json.dumps(summary, indent=2))
+    log_line(
+        f"features: {summary['train_files']} train files ({summary['train_patches']} patches with "
+        f"{config.augment.variants} augmented copies), {summary['val_files']} val files, {len(labels)} labels, "
+        f"built in {time.perf_counter() - started:.0f}s"
     )
-    model = build_model(config.architecture, len(labels))
-    optimizer = torch.optim.RMSprop(model.parameters(), lr=config.lr)
-    generator = torch.Generator().manual_seed(config.seed)
-    # Train on patches with sound only: silent tails carry no instrument and would teach noise.
-    train_idx = torch.from_numpy(np.nonzero(train_set.active)[0])
-    best: tuple[float, dict[str, torch.Tensor], EpochMetrics] | None = None
-    history: list[EpochMetrics] = []
-    for epoch in range(1, config.epochs + 1):
+    return labels
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """Optimizer state as flat tensors (stored with safetensors, so resuming never unpickles)."""
+    flat: dict[str, torch.Tensor] = {}
+    for index, state in optimizer.state_dict()["state"].items():
+        for key, value in state.items():
+            flat[f"{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    return flat
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, flat: dict[str, torch.Tensor]) -> None:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in flat.items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a DistributedDataParallel wrapper (or the model itself)."""
+    inner = getattr(model, "module", model)
+    assert isinstance(inner, torch.nn.Module)
+    return inner
+
+
+def train_loop(loop_config: dict[str, Any]) -> None:
+    """Ray Train worker loop (see the module docstring). ``loop_config`` is JSON-like."""
+    import ray.train
+    import ray.train.torch
+
+    # Ray Train's per-report INFO lines would drown the per-epoch line this loop prints.
+    for name in ("ray.train", "ray.train.torch"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.set_num_threads(max(1, int(loop_config["threads"])))
+    features = feature_config_from_dict(loop_config["features"])
+    cache = Path(loop_config["cache"])
+    train_set, val_set = PatchSet.load(cache / "train.npz"), PatchSet.load(cache / "val.npz")
+    labels = loop_config["labels"]
+    model = build_model(loop_config["architecture"], len(labels))
+    optimizer = torch.optim.RMSprop(model.parameters(), lr=loop_config["lr"])
+    start_epoch, history, best_acc, best_epoch = 1, [], -1.0, 0
+    best_state = {k: v.clone() for k, v in model.state_dict().items()}
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as directory:
+            state = json.loads((Path(directory) / "state.json").read_text())
+            model.load_state_dict(load_file(str(Path(directory) / "latest.safetensors")))
+            best_state = load_file(str(Path(directory) / "best.safetensors"))
+            _load_optimizer(optimizer, load_file(str(Path(directory) / "optimizer.safetensors")))
+        start_epoch, history = state["epoch"] + 1, state["history"]
+        best_acc, best_epoch = state["best_acc"], state["best_epoch"]
+    model = ray.train.torch.prepare_model(model)
+    device = ray.train.torch.get_device()
+    per_worker_batch = max(1, loop_config["batch_size"] // world)
+    clean = np.nonzero(train_set.active & (train_set.variant == 0))[0]
+    pool = torch.from_numpy(np.nonzero(train_set.active)[0])
+    val_files = np.arange(len(val_set.files))
+    my_val = val_files[val_files % world == rank]
+    val_mask = np.isin(val_set.owner, my_val)
+    my_val_set = PatchSet(
+        val_set.inputs[torch.from_numpy(val_mask)],
+        val_set.targets[torch.from_numpy(val_mask)],
+        val_set.owner[val_mask],
+        val_set.active[val_mask],
+        val_set.variant[val_mask],
+        val_set.files,
+        val_set.file_stats,
+    )
+    for epoch in range(start_epoch, loop_config["epochs"] + 1):
         started = time.perf_counter()
+        # Same permutation on every rank (seeded by epoch), then each rank takes its stride.
+        generator = torch.Generator().manual_seed(loop_config["seed"] * 1000 + epoch)
+        order = pool[torch.randperm(len(pool), generator=generator)[: len(clean)]][rank::world]
         model.train()
-        order = train_idx[torch.randperm(len(train_idx), generator=generator)]
         total, seen = 0.0, 0
-        for start in range(0, len(order), config.batch_size):
-            idx = order[start : start + config.batch_size]
-            x = featurizer.resize(augment(train_set.inputs[idx].float(), generator))
-            loss = F.cross_entropy(model(x), train_set.targets[idx])
+        steps = math.ceil(len(clean) / world / per_worker_batch)
+        for step in range(steps):  # every rank runs the same number of steps (DDP all-reduces each)
+            idx = order[step * per_worker_batch : (step + 1) * per_worker_batch]
+            if len(idx) == 0:
+                idx = order[:per_worker_batch]
+            x = _resize(augment_patches(train_set.inputs[idx].float(), generator), features).to(device)
+            loss = F.cross_entropy(model(x), train_set.targets[idx].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             total += loss.item() * len(idx)
             seen += len(idx)
-        patch_acc, file_acc = _accuracies(model, featurizer, val_set)
-        metrics = EpochMetrics(epoch, total / max(seen, 1), patch_acc, file_acc, time.perf_counter() - started)
-        history.append(metrics)
-        log(
-            f"epoch {epoch:3d}  loss {metrics.train_loss:.4f}  val patch acc {patch_acc:.3f}  "
-            f"val file acc {file_acc:.3f}  ({metrics.seconds:.0f}s)"
-        )
-        if best is None or file_acc > best[0]:
-            best = (file_acc, {k: v.clone() for k, v in model.state_dict().items()}, metrics)
-        elif epoch - best[2].epoch >= config.patience:
-            log(f"early stop: no better validation accuracy for {config.patience} epochs")
+        patch_probs, file_scores = predict_files(_unwrap(model), features, my_val_set)
+        use = my_val_set.active
+        patch_hits = float((patch_probs.argmax(1) == my_val_set.targets.numpy())[use].sum())
+        file_targets = np.array([labels.index(f.label) for f in val_set.files])
+        file_hits = float((file_scores.argmax(1) == file_targets)[my_val].sum())
+        counts = torch.tensor([patch_hits, float(use.sum()), file_hits, float(len(my_val)), total, float(seen)])
+        if world > 1:
+            torch.distributed.all_reduce(counts)
+        patch_acc, file_acc = float(counts[0] / counts[1]), float(counts[2] / counts[3])
+        metrics = EpochMetrics(epoch, float(counts[4] / counts[5]), patch_acc, file_acc, time.perf_counter() - started)
+        history.append(asdict(metrics))
+        if rank == 0:
+            _log_epoch(history[-1], print)
+        if file_acc > best_acc:
+            best_acc, best_epoch = file_acc, epoch
+            best_state = {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()}
+        stop = epoch - best_epoch >= loop_config["patience"] or epoch == loop_config["epochs"]
+        report = {**asdict(metrics), "best_epoch": best_epoch, "best_val_file_accuracy": best_acc, "done": stop}
+        with tempfile.TemporaryDirectory() as directory:
+            saved = None
+            if rank == 0:
+                latest = {k: v.detach().cpu().contiguous() for k, v in _unwrap(model).state_dict().items()}
+                save_file(latest, str(Path(directory) / "latest.safetensors"))
+                save_file(best_state, str(Path(directory) / "best.safetensors"))
+                save_file(_optimizer_tensors(optimizer), str(Path(directory) / "optimizer.safetensors"))
+                state = {"epoch": epoch, "history": history, "best_acc": best_acc, "best_epoch": best_epoch}
+                (Path(directory) / "state.json").write_text(json.dumps(state))
+                saved = ray.train.Checkpoint.from_directory(directory)
+            ray.train.report(report, checkpoint=saved)
+        if stop:
             break
-    assert best is not None
-    model.load_state_dict(best[1])
-    result = {
-        "best_epoch": best[2].epoch,
-        "val_file_accuracy": round(best[2].val_file_accuracy, 4),
-        "val_patch_accuracy": round(best[2].val_patch_accuracy, 4),
-        "history": [vars(m) for m in history],
+
+
+def _log_epoch(metrics: dict[str, Any], log_line: Callable[[str], None]) -> None:
+    log_line(
+        f"epoch {metrics['epoch']:3d}  loss {metrics['train_loss']:.4f}  val patch acc "
+        f"{metrics['val_patch_accuracy']:.3f}  val file acc {metrics['val_file_accuracy']:.3f}  "
+        f"({metrics['seconds']:.0f}s)"
+    )
+
+
+def train(
+    config: TrainConfig,
+    out: Path,
+    storage: str | None = None,
+    name: str | None = None,
+    resume: bool = False,
+    address: str | None = None,
+    cache: Path | None = None,
+    log_line: Callable[[str], None] = print,
+) -> tuple[Path, dict[str, Any]]:
+    """Train ``config`` on Ray Train and save the best epoch as a mirbatch checkpoint at ``out``.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    out : Path
+        Checkpoint file to write.
+    storage : str, optional
+        Where runs keep checkpoints and the feature cache (local path or ``s3://``; must be shared
+        by all nodes of a cluster). Default: ``./runs``.
+    name : str, optional
+        Run name under ``storage`` (default: ``out``'s stem).
+    resume : bool
+        Continue the run ``name`` from its latest checkpoint. Without it an existing run is an error.
+    address : str, optional
+        Ray cluster address; default starts a local Ray.
+    cache : Path, optional
+        Feature cache folder (default: ``storage/feature-cache`` for local storage).
+
+    Returns
+    -------
+    (Path, dict)
+        The checkpoint path and ``{"best_epoch", "val_file_accuracy", "history", ...}``.
+    """
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from mirbatch.pipeline import ensure_ray
+
+    storage = storage or str(Path("runs").absolute())
+    name = name or out.stem
+    local = "://" not in storage
+    run_dir = Path(storage) / name
+    if local and run_dir.exists() and not resume:
+        raise ValueError(f"a run named {name!r} exists in {storage}; pass --resume to continue it, or --name NEW")
+    if local:
+        Path(storage).mkdir(parents=True, exist_ok=True)
+    # Workers read the cache from this path: beside local runs; on object-store runs, a local folder
+    # (single-node clusters; multi-node clusters give --cache on a shared file system).
+    cache_root = cache or (
+        Path(storage) / "feature-cache" if local else Path.home() / ".cache" / "mirbatch" / "features"
+    )
+    ensure_ray(address)
+    labels = build_cache(config, cache_root, log_line)
+    files = [f for root in config.data for f in load_dataset(Path(root), config.labels)]
+    cache_dir = cache_root / config.cache_key(files)
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    loop_config = {
+        "architecture": config.architecture,
+        "labels": list(labels),
+        "features": config.features.to_dict(),
+        "cache": str(cache_dir),
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "lr": config.lr,
+        "patience": config.patience,
+        "seed": config.seed,
+        "threads": max(1, cpus // config.workers),
+    }
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config=loop_config,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=config.workers,
+            use_gpu=config.use_gpu,
+            resources_per_worker={"CPU": max(0.5, cpus / config.workers) if not config.use_gpu else 1},
+        ),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=storage,
+            failure_config=ray.train.FailureConfig(max_failures=3),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    result = trainer.fit()
+    if result.error:
+        raise RuntimeError(f"training failed: {result.error}")
+    assert result.checkpoint is not None
+    with result.checkpoint.as_directory() as directory:
+        state = json.loads((Path(directory) / "state.json").read_text())
+        best = load_file(str(Path(directory) / "best.safetensors"))
+    model = build_model(config.architecture, len(labels))
+    model.load_state_dict(best)
+    train_set = PatchSet.load(cache_dir / "train.npz")
+    file_targets = np.array([labels.index(f.label) for f in train_set.files])
+    baseline = MfccSvm.fit(train_set.file_stats, file_targets)
+    best_metrics = state["history"][state["best_epoch"] - 1]
+    summary = {
+        "best_epoch": state["best_epoch"],
+        "val_file_accuracy": round(state["best_acc"], 4),
+        "val_patch_accuracy": round(best_metrics["val_patch_accuracy"], 4),
+        "epochs_run": len(state["history"]),
     }
     meta = CheckpointMeta(
         architecture=config.architecture,
         labels=labels,
         features=config.features,
         training={
-            "data": [str(Path(d).name) for d in config.data],
-            "files": len(train_set.files),
-            "val_files": len(val_set.files),
-            "epochs": len(history),
+            "data": [_describe_dataset(Path(d)) for d in config.data],
+            "files": json.loads((cache_dir / "done.json").read_text())["train_files"],
+            "epochs": len(state["history"]),
             "batch_size": config.batch_size,
             "lr": config.lr,
             "optimizer": "rmsprop",
             "seed": config.seed,
             "split": f"by file, {config.val_fraction:.0%} validation",
+            "augment": config.augment.to_dict(),
+            "workers": config.workers,
         },
-        metrics={k: v for k, v in result.items() if k != "history"},
+        metrics=summary,
     )
-    save_checkpoint(out, model, meta)
-    if not math.isfinite(best[2].train_loss):
-        raise RuntimeError("training diverged (loss is not finite)")
-    return out, result
+    save_checkpoint(out, model, meta, extra=baseline.to_tensors())
+    history_path = out.with_suffix(".history.json")
+    history_path.write_text(json.dumps(state["history"], indent=2) + "\n")
+    return out, {**summary, "history": state["history"], "run_dir": str(run_dir)}
+
+
+def _describe_dataset(root: Path) -> str:
+    """A data set's name for checkpoint metadata: the render's library and seed when it is a render."""
+    render = root / "render.json"
+    if render.exists():
+        meta = json.loads(render.read_text())
+        return f"{meta['library']} render (seed {meta['seed']}, {meta['per_class']} per label)"
+    return root.name

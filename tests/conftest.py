@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -22,7 +23,9 @@ def ray_session() -> Iterator[None]:
     import ray
 
     temp_dir = tempfile.mkdtemp(prefix="mbray", dir="/tmp")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=temp_dir, logging_level="WARNING")
+    # Loopback-only test cluster without token auth, so CLI subprocesses can join it by address.
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    ray.init(address="local", num_cpus=2, _temp_dir=temp_dir, logging_level="WARNING")
     yield
     ray.shutdown()
     shutil.rmtree(temp_dir, ignore_errors=True)

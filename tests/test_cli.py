@@ -38,6 +38,7 @@ def test_every_command_has_help_with_an_example(command: tuple[str, ...]) -> Non
     assert f"mirbatch {' '.join(command)}" in result.output.split("Example:")[1]
 
 
+@pytest.mark.usefixtures("ray_session")
 def test_render_train_eval_through_the_cli(tmp_path: Path) -> None:
     runner = CliRunner()
     data = tmp_path / "data"
@@ -49,8 +50,10 @@ def test_render_train_eval_through_the_cli(tmp_path: Path) -> None:
     assert "rendered 24 clips of 3 labels" in result.output
     ckpt = tmp_path / "model.safetensors"
     result = runner.invoke(
-        main, ["train", "--data", str(data), "--out", str(ckpt), "--epochs", "2", "--val-fraction", "0.25"]
-    )
+        main,
+        ["train", "--data", str(data), "--out", str(ckpt), "--epochs", "2", "--val-fraction", "0.25",
+         "--augment", "none", "--storage", str(tmp_path / "runs")],
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "epoch   2" in result.output and "saved" in result.output
     checkpoint = load_checkpoint(str(ckpt))
@@ -59,6 +62,14 @@ def test_render_train_eval_through_the_cli(tmp_path: Path) -> None:
     result = runner.invoke(main, ["eval", "--model", str(ckpt), "--data", str(data)])
     assert result.exit_code == 0, result.output
     assert "24 files" in result.output and "file-level accuracy" in result.output
+    assert "MFCC-SVM" in result.output and "macro-F1" in result.output
+    assert ckpt.with_suffix(".curves.png").exists()
+    report = tmp_path / "report"
+    result = runner.invoke(main, ["eval", "--model", str(ckpt), "--data", str(data), "--report", str(report)])
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in report.iterdir()} == {
+        "report.json", "confusion_files.png", "confusion_patches.png", "confusion_baseline.png"
+    }  # fmt: skip
 
 
 def test_eval_refuses_labels_the_model_does_not_know(tmp_path: Path) -> None:

@@ -1,18 +1,50 @@
 """Labelled data-set layouts -> lists of ``LabelledFile``.
 
-A folder per label (``ROOT/<label>/**/*.wav``) is the layout ``mirbatch data render`` writes and the
-one users with their own recordings bring.
+- folder per label: ``ROOT/<label>/**/<audio>`` (what ``mirbatch data render`` writes, and what users
+  with their own recordings bring); any label names.
+- IRMAS training data: ``ROOT/<code>/*.wav`` with IRMAS's three-letter instrument codes (``cel``,
+  ``cla``, ``flu``, ``gac``, ``gel``, ``org``, ``pia``, ``sax``, ``tru``, ``vio``, ``voi``), mapped to
+  taxonomy labels (``voi``, the voice, keeps its name ``voice``).
+- NSynth: ``ROOT/examples.json`` + ``ROOT/audio/<note>.wav``; the label is the note's
+  ``instrument_family_str`` (``bass``, ``brass``, ``flute``, ``guitar``, ...), the family being what
+  NSynth's own classification task uses.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from mirbatch.audio import AUDIO_EXTENSIONS
 
-__all__ = ["LabelledFile", "folder_dataset", "split_by_file"]
+__all__ = [
+    "IRMAS_LABELS",
+    "LAYOUTS",
+    "LabelledFile",
+    "detect_layout",
+    "folder_dataset",
+    "irmas_dataset",
+    "load_dataset",
+    "nsynth_dataset",
+    "split_by_file",
+]
+
+IRMAS_LABELS: dict[str, str] = {
+    "cel": "cello",
+    "cla": "clarinet",
+    "flu": "flute",
+    "gac": "acoustic_guitar",
+    "gel": "electric_guitar",
+    "org": "organ",
+    "pia": "piano",
+    "sax": "saxophone",
+    "tru": "trumpet",
+    "vio": "violin",
+    "voi": "voice",
+}
 
 
 @dataclass(frozen=True)
@@ -23,8 +55,69 @@ class LabelledFile:
     label: str
 
 
+def _audio_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+
+
+def _keep(label: str, labels: tuple[str, ...] | None) -> bool:
+    return labels is None or label in labels
+
+
 def folder_dataset(root: Path, labels: tuple[str, ...] | None = None) -> list[LabelledFile]:
-    """List ``root/<label>/**/<audio file>``; ``labels`` keeps only those folders.
+    """``root/<label>/**/<audio>``; ``labels`` keeps only those folders."""
+    files: list[LabelledFile] = []
+    for label_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if _keep(label_dir.name, labels):
+            files.extend(LabelledFile(str(p), label_dir.name) for p in _audio_files(label_dir))
+    return files
+
+
+def irmas_dataset(root: Path, labels: tuple[str, ...] | None = None) -> list[LabelledFile]:
+    """IRMAS training layout: a folder per three-letter code, mapped to taxonomy labels."""
+    files: list[LabelledFile] = []
+    for code, label in IRMAS_LABELS.items():
+        folder = root / code
+        if folder.is_dir() and _keep(label, labels):
+            files.extend(LabelledFile(str(p), label) for p in _audio_files(folder))
+    return files
+
+
+def nsynth_dataset(root: Path, labels: tuple[str, ...] | None = None) -> list[LabelledFile]:
+    """NSynth layout: ``examples.json`` maps note names to ``instrument_family_str``."""
+    examples = json.loads((root / "examples.json").read_text())
+    if not isinstance(examples, dict):
+        raise ValueError(f"{root / 'examples.json'} is not an NSynth examples file (expected an object)")
+    files: list[LabelledFile] = []
+    for note, info in sorted(examples.items()):
+        family = info.get("instrument_family_str") if isinstance(info, dict) else None
+        if not isinstance(family, str):
+            raise ValueError(f"NSynth example {note!r} has no instrument_family_str")
+        path = root / "audio" / f"{note}.wav"
+        if path.is_file() and _keep(family, labels):
+            files.append(LabelledFile(str(path), family))
+    return files
+
+
+LAYOUTS: dict[str, Callable[[Path, tuple[str, ...] | None], list[LabelledFile]]] = {
+    "folder": folder_dataset,
+    "irmas": irmas_dataset,
+    "nsynth": nsynth_dataset,
+}
+
+
+def detect_layout(root: Path) -> str:
+    """``nsynth`` when ``examples.json`` and ``audio/`` are there, ``irmas`` when every sub-folder
+    is an IRMAS code, else ``folder``."""
+    if (root / "examples.json").is_file() and (root / "audio").is_dir():
+        return "nsynth"
+    subdirs = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    if subdirs and subdirs <= set(IRMAS_LABELS):
+        return "irmas"
+    return "folder"
+
+
+def load_dataset(root: Path, labels: tuple[str, ...] | None = None, layout: str | None = None) -> list[LabelledFile]:
+    """Files of the data set at ``root`` (layout detected unless given), optionally only ``labels``.
 
     Raises
     ------
@@ -33,15 +126,15 @@ def folder_dataset(root: Path, labels: tuple[str, ...] | None = None) -> list[La
     """
     if not root.is_dir():
         raise FileNotFoundError(f"data set folder {root} does not exist")
-    files: list[LabelledFile] = []
-    for label_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if labels is not None and label_dir.name not in labels:
-            continue
-        for path in sorted(label_dir.rglob("*")):
-            if path.is_file() and path.suffix.lower() in AUDIO_EXTENSIONS:
-                files.append(LabelledFile(str(path), label_dir.name))
+    kind = layout or detect_layout(root)
+    if kind not in LAYOUTS:
+        raise ValueError(f"unknown data-set layout {kind!r}; known: {', '.join(LAYOUTS)}")
+    files = LAYOUTS[kind](root, labels)
     if not files:
-        raise FileNotFoundError(f"no audio found in {root}: expected a folder per label, e.g. {root}/violin/a.wav")
+        raise FileNotFoundError(
+            f"no labelled audio found in {root} ({kind} layout): expected e.g. {root}/violin/a.wav, "
+            f"IRMAS folders ({', '.join(IRMAS_LABELS)}) or NSynth's examples.json + audio/"
+        )
     return files
 
 
@@ -50,7 +143,7 @@ def split_by_file(
 ) -> tuple[list[LabelledFile], list[LabelledFile]]:
     """Split into (train, validation) by a hash of each file's name, so all patches of a file stay together.
 
-    The assignment of a file depends only on its name and ``seed``, not on the other files, so
+    The assignment of a file depends only on its label, name and ``seed``, not on the other files, so
     adding files to a data set never moves existing ones across the split.
     """
     train: list[LabelledFile] = []
