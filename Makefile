@@ -33,14 +33,16 @@ test: install system-deps lint
 test-fast: install
 	$(VENV)/bin/pytest -m "not slow"
 
-# Rebuild the bundled example clips (TimGM6mb renders) and default weights (FluidR3_GM renders).
+# Rebuild the bundled example clips (TimGM6mb renders) and the default weights (all three libraries).
 examples: install system-deps
 	$(PY) scripts/make_examples.py examples
 
 weights: install system-deps
 	$(MIRBATCH) data render --soundfont fluidr3 --out $(DATA)/fluidr3 --per-class 200 --seed 1
-	$(MIRBATCH) train --model cnn --data $(DATA)/fluidr3 --out mirbatch/weights/cnn-default.safetensors \
-		--epochs 60 --patience 15
+	$(MIRBATCH) data render --soundfont freepats --out $(DATA)/freepats --per-class 200 --seed 3
+	$(MIRBATCH) data render --soundfont timgm6mb --out $(DATA)/timgm6mb_train --per-class 200 --seed 1
+	$(MIRBATCH) train --model cnn-freq --data $(DATA)/fluidr3 --data $(DATA)/freepats --data $(DATA)/timgm6mb_train \
+		--out mirbatch/weights/cnn-default.safetensors --epochs 40 --patience 10 --storage build/runs
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

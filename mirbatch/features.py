@@ -36,8 +36,36 @@ __all__ = [
 ]
 
 
+class _PatchFeatures:
+    """What every feature config shares: 1 s patches at a sample rate, and a dict round trip."""
+
+    sample_rate: int
+    patch_s: float
+    input_size: tuple[int, int]
+
+    @property
+    def patch_samples(self) -> int:
+        return round(self.patch_s * self.sample_rate)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)  # type: ignore[call-overload]
+        d["input_size"] = list(self.input_size)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Any:
+        known = {f.name for f in fields(cls) if f.init}  # type: ignore[arg-type]
+        unknown = set(d) - known - {"name"}
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} settings: {sorted(unknown)}")
+        kwargs = {k: v for k, v in d.items() if k in known}
+        if "input_size" in kwargs:
+            kwargs["input_size"] = tuple(int(v) for v in kwargs["input_size"])
+        return cls(**kwargs)
+
+
 @dataclass(frozen=True)
-class MelConfig:
+class MelConfig(_PatchFeatures):
     """Log-mel patches as in the seed CNN paper.
 
     Attributes
@@ -70,10 +98,6 @@ class MelConfig:
     input_size: tuple[int, int] = (150, 150)
 
     @property
-    def patch_samples(self) -> int:
-        return round(self.patch_s * self.sample_rate)
-
-    @property
     def patch_frames(self) -> int:
         """STFT frames in one patch (centered frames, as librosa counts them)."""
         return 1 + self.patch_samples // self.hop_length
@@ -82,18 +106,9 @@ class MelConfig:
     def patch_hop_frames(self) -> int:
         return max(1, round(self.patch_hop_s * self.sample_rate / self.hop_length))
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["input_size"] = list(self.input_size)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> MelConfig:
-        return _from_dict(cls, d)
-
 
 @dataclass(frozen=True)
-class ScalogramConfig:
+class ScalogramConfig(_PatchFeatures):
     """Wavelet scalogram patches as in the one-shot Siamese paper.
 
     Attributes
@@ -136,10 +151,6 @@ class ScalogramConfig:
     input_size: tuple[int, int] = (224, 224)
 
     @property
-    def patch_samples(self) -> int:
-        return round(self.patch_s * self.sample_rate)
-
-    @property
     def patch_hop_samples(self) -> int:
         return max(1, round(self.patch_hop_s * self.sample_rate))
 
@@ -158,30 +169,10 @@ class ScalogramConfig:
                 return float(center)
         raise ValueError(f"no {self.wavelet} wavelet above {self.fmin} Hz fits under Nyquist")
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["input_size"] = list(self.input_size)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ScalogramConfig:
-        return _from_dict(cls, d)
-
 
 FeatureConfig = MelConfig | ScalogramConfig
 
 FEATURES: dict[str, type[MelConfig] | type[ScalogramConfig]] = {"mel": MelConfig, "scalogram": ScalogramConfig}
-
-
-def _from_dict(cls: Any, d: dict[str, Any]) -> Any:
-    known = {f.name for f in fields(cls) if f.init}
-    unknown = set(d) - known - {"name"}
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} settings: {sorted(unknown)}")
-    kwargs = {k: v for k, v in d.items() if k in known}
-    if "input_size" in kwargs:
-        kwargs["input_size"] = tuple(int(v) for v in kwargs["input_size"])
-    return cls(**kwargs)
 
 
 def feature_config_from_dict(d: dict[str, Any]) -> FeatureConfig:

@@ -53,10 +53,10 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
 
 def test_bundled_default_loads() -> None:
     checkpoint = load_checkpoint(DEFAULT_CLASSIFIER)
-    assert checkpoint.meta.labels == DEFAULT_LABELS
-    assert checkpoint.meta.architecture == "cnn"
+    assert sorted(checkpoint.meta.labels) == sorted(DEFAULT_LABELS)
+    assert checkpoint.meta.architecture in ("cnn", "cnn-freq")
     assert checkpoint.meta.features.name == "mel"
-    assert "fluidr3" in checkpoint.meta.training["data"][0]
+    assert any("fluidr3" in d for d in checkpoint.meta.training["data"])
 
 
 def test_pickle_files_are_refused(tmp_path: Path) -> None:

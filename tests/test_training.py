@@ -131,3 +131,22 @@ def test_a_killed_worker_is_replaced_and_the_run_completes(small_data: Path, tmp
     assert isinstance(result, dict)
     assert [h["epoch"] for h in result["history"]] == list(range(1, len(result["history"]) + 1))
     assert len(result["history"]) == 30
+
+
+@pytest.mark.slow
+def test_a_scalogram_model_trains_and_tags(small_data: Path, tmp_path: Path) -> None:
+    import pandas as pd
+
+    from mirbatch.features import ScalogramConfig
+    from mirbatch.pipeline import TagConfig, run_tag
+
+    config = _config(small_data, architecture="cnn-freq", features=ScalogramConfig(wavelet="morlet"), epochs=2)
+    path, _ = train(config, tmp_path / "scal.safetensors", storage=str(tmp_path / "runs"))
+    assert load_checkpoint(str(path)).meta.features == ScalogramConfig(wavelet="morlet")
+    summary = run_tag(TagConfig(sources=(str(small_data / "tuba"),), out=str(tmp_path / "out"), model=str(path)))
+    df = pd.read_parquet(tmp_path / "out")
+    assert summary.files_ok == len(df) == len(list((small_data / "tuba").glob("*.wav")))
+    assert (df["features"] == "scalogram").all()
+    assert df["model"].str.startswith("scal@").all()
+    with pytest.raises(ValueError, match="trained on scalogram features"):
+        run_tag(TagConfig(sources=(str(small_data),), out=str(tmp_path / "o2"), model=str(path), features="mel"))
