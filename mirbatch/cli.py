@@ -204,7 +204,10 @@ def show(out: str, limit: int) -> None:
 @click.option("--use-gpu", is_flag=True, help="One GPU per worker.")
 @address_option
 @click.option(
-    "--storage", default=None, metavar="PATH|s3://...", help="Where runs keep per-epoch checkpoints (default: ./runs)."
+    "--storage",
+    default=None,
+    metavar="PATH",
+    help="Folder for per-epoch checkpoints and the feature cache, shared by all nodes (default: ./runs).",
 )
 @click.option("--name", default=None, help="Run name under --storage (default: the --out file's stem).")
 @click.option("--resume", is_flag=True, help="Continue the run from its latest checkpoint.")

@@ -23,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ __all__ = [
     "augment_patches",
     "build_cache",
     "build_patch_set",
+    "latest_checkpoint",
     "predict_files",
     "train",
     "train_loop",
@@ -411,7 +413,10 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     optimizer = torch.optim.RMSprop(model.parameters(), lr=loop_config["lr"])
     start_epoch, history, best_acc, best_epoch = 1, [], -1.0, 0
     best_state = {k: v.clone() for k, v in model.state_dict().items()}
+    # This attempt's own latest checkpoint (after a worker failure), else an earlier attempt's.
     checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None and loop_config.get("resume_from"):
+        checkpoint = ray.train.Checkpoint.from_directory(loop_config["resume_from"])
     if checkpoint:
         with checkpoint.as_directory() as directory:
             state = json.loads((Path(directory) / "state.json").read_text())
@@ -515,8 +520,8 @@ def train(
     out : Path
         Checkpoint file to write.
     storage : str, optional
-        Where runs keep checkpoints and the feature cache (local path or ``s3://``; must be shared
-        by all nodes of a cluster). Default: ``./runs``.
+        Folder where runs keep checkpoints and the feature cache; on a cluster it must be shared by
+        every node (NFS, a mounted bucket). Default: ``./runs``.
     name : str, optional
         Run name under ``storage`` (default: ``out``'s stem).
     resume : bool
@@ -524,7 +529,7 @@ def train(
     address : str, optional
         Ray cluster address; default starts a local Ray.
     cache : Path, optional
-        Feature cache folder (default: ``storage/feature-cache`` for local storage).
+        Feature cache folder (default: ``storage/feature-cache``).
 
     Returns
     -------
@@ -537,18 +542,17 @@ def train(
     from mirbatch.pipeline import ensure_ray
 
     storage = storage or str(Path("runs").absolute())
+    if "://" in storage:
+        raise ValueError(
+            f"--storage {storage}: runs live on a file system (local, or shared by every node: NFS, a "
+            "mounted bucket); object-store URIs are not supported yet"
+        )
     name = name or out.stem
-    local = "://" not in storage
-    run_dir = Path(storage) / name
-    if local and run_dir.exists() and not resume:
+    run_dir = Path(storage).absolute() / name
+    if run_dir.exists() and not resume:
         raise ValueError(f"a run named {name!r} exists in {storage}; pass --resume to continue it, or --name NEW")
-    if local:
-        Path(storage).mkdir(parents=True, exist_ok=True)
-    # Workers read the cache from this path: beside local runs; on object-store runs, a local folder
-    # (single-node clusters; multi-node clusters give --cache on a shared file system).
-    cache_root = cache or (
-        Path(storage) / "feature-cache" if local else Path.home() / ".cache" / "mirbatch" / "features"
-    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cache_root = cache or Path(storage).absolute() / "feature-cache"
     ensure_ray(address)
     labels = build_cache(config, cache_root, log_line)
     files = [f for root in config.data for f in load_dataset(Path(root), config.labels)]
@@ -565,6 +569,8 @@ def train(
         "patience": config.patience,
         "seed": config.seed,
         "threads": max(1, cpus // config.workers),
+        # An earlier attempt's newest complete checkpoint (the run folder is on a shared file system).
+        "resume_from": latest_checkpoint(run_dir) if resume else None,
     }
     trainer = TorchTrainer(
         train_loop,
@@ -575,8 +581,10 @@ def train(
             resources_per_worker={"CPU": max(0.5, cpus / config.workers) if not config.use_gpu else 1},
         ),
         run_config=ray.train.RunConfig(
-            name=name,
-            storage_path=storage,
+            # One folder per attempt: a resumed run starts from the newest complete checkpoint of any
+            # earlier attempt, never from a run snapshot a killed driver may have left half-written.
+            name=datetime.now(UTC).strftime("attempt-%Y%m%dT%H%M%S"),
+            storage_path=str(run_dir),
             failure_config=ray.train.FailureConfig(max_failures=3),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
         ),
@@ -622,6 +630,26 @@ def train(
     history_path = out.with_suffix(".history.json")
     history_path.write_text(json.dumps(state["history"], indent=2) + "\n")
     return out, {**summary, "history": state["history"], "run_dir": str(run_dir)}
+
+
+_CHECKPOINT_FILES = ("latest.safetensors", "best.safetensors", "optimizer.safetensors", "state.json")
+
+
+def latest_checkpoint(run_dir: Path) -> str | None:
+    """Folder of the newest complete checkpoint (all files present, state readable) of any attempt
+    of a run, or None when it has none yet."""
+    best: tuple[int, Path] | None = None
+    for state_path in run_dir.glob("attempt-*/checkpoint_*/state.json"):
+        folder = state_path.parent
+        if not all((folder / name).is_file() for name in _CHECKPOINT_FILES):
+            continue
+        try:
+            epoch = int(json.loads(state_path.read_text())["epoch"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if best is None or epoch > best[0]:
+            best = (epoch, folder)
+    return str(best[1]) if best else None
 
 
 def _describe_dataset(root: Path) -> str:

@@ -48,7 +48,7 @@ def test_tiny_run_writes_a_complete_checkpoint(small_data: Path, tmp_path: Path)
     assert 1 <= result["best_epoch"] <= 3
     assert json.loads(out.with_suffix(".history.json").read_text()) == result["history"]
     # Every epoch was checkpointed; two are kept.
-    assert len([p for p in (tmp_path / "runs" / "model").glob("checkpoint_*") if p.is_dir()]) == 2
+    assert len([p for p in (tmp_path / "runs" / "model").glob("attempt-*/checkpoint_*") if p.is_dir()]) == 2
     # A second run of the same name is refused unless it resumes.
     with pytest.raises(ValueError, match="--resume"):
         train(_config(small_data), out, storage=str(tmp_path / "runs"))
@@ -81,12 +81,17 @@ def test_interrupted_run_resumes_from_its_checkpoint(small_data: Path, tmp_path:
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run_dir = storage / "resumed"
     deadline = time.time() + 240
-    while len(list(run_dir.glob("checkpoint_*/state.json"))) < 2 and time.time() < deadline and process.poll() is None:
+    while (
+        len(list(run_dir.glob("attempt-*/checkpoint_*/state.json"))) < 2
+        and time.time() < deadline
+        and process.poll() is None
+    ):
         time.sleep(0.5)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not out.exists(), "the run finished before it could be interrupted"
-    states = [json.loads(p.read_text()) for p in run_dir.glob("checkpoint_*/state.json")]
+    complete = [p for p in run_dir.glob("attempt-*/checkpoint_*/state.json") if len(list(p.parent.iterdir())) == 4]
+    states = [json.loads(p.read_text()) for p in complete]
     assert states, "no checkpoint was written before the kill"
     interrupted = max(states, key=lambda s: s["epoch"])
     time.sleep(2)  # let the cluster reap the killed driver's workers
@@ -120,9 +125,12 @@ def test_a_killed_worker_is_replaced_and_the_run_completes(small_data: Path, tmp
     thread.start()
     run_dir = tmp_path / "runs" / "k"
     deadline = time.time() + 240
-    while not list(run_dir.glob("checkpoint_*/state.json")) and time.time() < deadline:
+    while not list(run_dir.glob("attempt-*/checkpoint_*/state.json")) and time.time() < deadline:
         time.sleep(0.2)
-    workers = [a for a in list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])]
+    import ray
+
+    alive = [("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")]
+    workers = list_actors(address=ray.get_runtime_context().gcs_address, filters=alive)
     assert workers, "no training worker found"
     os.kill(workers[0].pid, signal.SIGKILL)
     thread.join(timeout=600)
