@@ -335,8 +335,10 @@ class EpochMetrics:
     seconds: float
 
 
-def build_cache(config: TrainConfig, cache_dir: Path, log_line: Callable[[str], None] = print) -> tuple[str, ...]:
-    """Build (or reuse) ``train.npz`` and ``val.npz`` under ``cache_dir/<key>``; return the labels."""
+def build_cache(
+    config: TrainConfig, cache_dir: Path, log_line: Callable[[str], None] = print
+) -> tuple[tuple[str, ...], Path]:
+    """Build (or reuse) ``train.npz`` and ``val.npz`` under ``cache_dir/<key>``; return (labels, that folder)."""
     files: list[LabelledFile] = []
     for root in config.data:
         files.extend(load_dataset(Path(root), config.labels))
@@ -347,7 +349,7 @@ def build_cache(config: TrainConfig, cache_dir: Path, log_line: Callable[[str], 
     target = cache_dir / config.cache_key(files)
     if (target / "done.json").exists():
         log_line(f"features: reusing the cache in {target}")
-        return labels
+        return labels, target
     target.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     train_set = build_patch_set(train_files, labels, config.features, config.augment, config.seed, on_ray=True)
@@ -367,7 +369,7 @@ def build_cache(config: TrainConfig, cache_dir: Path, log_line: Callable[[str], 
         f"{config.augment.variants} augmented copies), {summary['val_files']} val files, {len(labels)} labels, "
         f"built in {time.perf_counter() - started:.0f}s"
     )
-    return labels
+    return labels, target
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
@@ -399,9 +401,6 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    # Ray Train's per-report INFO lines would drown the per-epoch line this loop prints.
-    for name in ("ray.train", "ray.train.torch"):
-        logging.getLogger(name).setLevel(logging.WARNING)
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(max(1, int(loop_config["threads"])))
@@ -554,9 +553,7 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     cache_root = cache or Path(storage).absolute() / "feature-cache"
     ensure_ray(address)
-    labels = build_cache(config, cache_root, log_line)
-    files = [f for root in config.data for f in load_dataset(Path(root), config.labels)]
-    cache_dir = cache_root / config.cache_key(files)
+    labels, cache_dir = build_cache(config, cache_root, log_line)
     cpus = int(ray.cluster_resources().get("CPU", 1))
     loop_config = {
         "architecture": config.architecture,
