@@ -58,7 +58,8 @@ def test_tiny_run_writes_a_complete_checkpoint(small_data: Path, tmp_path: Path)
 def test_two_workers_match_one_within_noise(small_data: Path, tmp_path: Path) -> None:
     results = {}
     for workers in (1, 2):
-        config = _config(small_data, epochs=12, workers=workers, patience=12, lr=3e-3)
+        # cnn-freq (batch norm) learns this small task reliably; the seed CNN sometimes stalls at chance.
+        config = _config(small_data, architecture="cnn-freq", epochs=10, workers=workers, patience=10)
         _, results[workers] = train(config, tmp_path / f"w{workers}.safetensors", storage=str(tmp_path / "runs"))
     # Both learn the 3-label task (chance: 1/3); DDP with 2 ranks sees the same data per epoch in
     # half-batches whose gradients are averaged, so the two runs differ by seed noise only.
