@@ -22,6 +22,7 @@ __all__ = [
     "bin_means",
     "cwt_magnitude",
     "make_featurizer",
+    "resize_patches",
     "wavelet_context",
     "wavelet_spectrum",
     "MelConfig",
@@ -262,6 +263,28 @@ class PatchBatch:
     level_db: np.ndarray
 
 
+def resize_patches(inputs: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
+    """Bilinear resize of patches [shape=(p, 1, rows, columns)] to ``config.input_size``."""
+    return F.interpolate(inputs, size=config.input_size, mode="bilinear", align_corners=False)
+
+
+def _patch_batch(
+    power: torch.Tensor, owner: list[int], starts_s: list[float], config: FeatureConfig, resize: bool
+) -> PatchBatch:
+    """Power patches [shape=(p, rows, columns)] -> a ``PatchBatch``: each patch in dB against its own
+    peak, floored ``top_db`` under it, mapped onto [0, 1]; the peak itself kept as the patch level."""
+    peak = power.amax(dim=(-2, -1), keepdim=True)
+    db = power_to_db(power, ref=peak, top_db=config.top_db)
+    level_db = 10.0 * torch.log10(torch.clamp(peak.flatten(), min=1e-10))
+    inputs = (db / config.top_db + 1.0).unsqueeze(1)
+    return PatchBatch(
+        inputs=resize_patches(inputs, config) if resize else inputs,
+        owner=np.asarray(owner, dtype=np.int64),
+        start_s=np.asarray(starts_s, dtype=np.float32),
+        level_db=level_db.cpu().numpy().astype(np.float32),
+    )
+
+
 class Featurizer(torch.nn.Module):
     """Clips -> normalized log-mel patches, on the device the module is moved to.
 
@@ -279,8 +302,8 @@ class Featurizer(torch.nn.Module):
         self.register_buffer("window", torch.hann_window(config.n_fft, periodic=True), persistent=False)
 
     def resize(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Bilinear resize of patches [shape=(p, 1, n_mels, frames)] to the model input size."""
-        return F.interpolate(inputs, size=self.config.input_size, mode="bilinear", align_corners=False)
+        """Patches [shape=(p, 1, n_mels, frames)] resized to the model input."""
+        return resize_patches(inputs, self.config)
 
     @torch.inference_mode()
     def forward(self, clips: list[np.ndarray], resize: bool = True) -> PatchBatch:
@@ -301,16 +324,7 @@ class Featurizer(torch.nn.Module):
             owner.extend([index] * len(starts))
             starts_s.extend(s * cfg.hop_length / cfg.sample_rate for s in starts)
         power = torch.cat(mels)
-        peak = power.amax(dim=(-2, -1), keepdim=True)
-        db = power_to_db(power, ref=peak, top_db=cfg.top_db)
-        level_db = 10.0 * torch.log10(torch.clamp(peak.flatten(), min=1e-10))
-        inputs = (db / cfg.top_db + 1.0).unsqueeze(1)
-        return PatchBatch(
-            inputs=self.resize(inputs) if resize else inputs,
-            owner=np.asarray(owner, dtype=np.int64),
-            start_s=np.asarray(starts_s, dtype=np.float32),
-            level_db=level_db.cpu().numpy().astype(np.float32),
-        )
+        return _patch_batch(power, owner, starts_s, cfg, resize)
 
 
 def wavelet_spectrum(config: ScalogramConfig, freqs: np.ndarray) -> np.ndarray:
@@ -434,8 +448,8 @@ class ScalogramFeaturizer(torch.nn.Module):
                 self.groups.append((row, row + 1, length))
 
     def resize(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Bilinear resize of patches [shape=(p, 1, n_freqs, time_bins)] to the model input size."""
-        return F.interpolate(inputs, size=self.config.input_size, mode="bilinear", align_corners=False)
+        """Patches [shape=(p, 1, n_freqs, time_bins)] resized to the model input."""
+        return resize_patches(inputs, self.config)
 
     def magnitude_bins(self, segments: torch.Tensor) -> torch.Tensor:
         """|CWT| of ``segments`` [shape=(b, N)] averaged into the patch's time bins -> (b, n_freqs, time_bins)."""
@@ -478,16 +492,7 @@ class ScalogramFeaturizer(torch.nn.Module):
             for first in range(0, len(segments), self.chunk)
         ]
         power = torch.cat(powers)
-        peak = power.amax(dim=(-2, -1), keepdim=True)
-        db = power_to_db(power, ref=peak, top_db=cfg.top_db)
-        level_db = 10.0 * torch.log10(torch.clamp(peak.flatten(), min=1e-10))
-        inputs = (db / cfg.top_db + 1.0).unsqueeze(1)
-        return PatchBatch(
-            inputs=self.resize(inputs) if resize else inputs,
-            owner=np.asarray(owner, dtype=np.int64),
-            start_s=np.asarray(starts_s, dtype=np.float32),
-            level_db=level_db.cpu().numpy().astype(np.float32),
-        )
+        return _patch_batch(power, owner, starts_s, cfg, resize)
 
 
 def _fast_length(n: int) -> int:

@@ -167,8 +167,8 @@ class ClassifyActor:
 
         torch.set_num_threads(max(1, torch_threads))
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        # ``checkpoint`` is [ObjectRef of the file's bytes]: wrapped in a list so Ray does not resolve
-        # it into the constructor arguments (restartable actors must not own such arguments).
+        # ``checkpoint`` is [ObjectRef of the file's bytes]: put in the object store once by the
+        # driver and fetched here, rather than copied into every actor's creation arguments.
         self.checkpoint = checkpoint_from_bytes(ray.get(checkpoint[0]), name, self.device)
         self.featurizer = make_featurizer(self.checkpoint.meta.features).to(self.device)
         self.batch_size = batch_size

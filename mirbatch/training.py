@@ -37,7 +37,7 @@ from mirbatch.audio import DecodeError, decode
 from mirbatch.augment import AugmentConfig, augment_clip
 from mirbatch.baseline import MfccSvm, stats_for
 from mirbatch.datasets.layouts import LabelledFile, load_dataset, split_by_file
-from mirbatch.features import FeatureConfig, MelConfig, feature_config_from_dict, make_featurizer
+from mirbatch.features import FeatureConfig, MelConfig, feature_config_from_dict, make_featurizer, resize_patches
 from mirbatch.models import CheckpointMeta, build_model, save_checkpoint
 
 __all__ = [
@@ -297,10 +297,6 @@ def augment_patches(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor
     return out
 
 
-def _resize(x: torch.Tensor, features: FeatureConfig) -> torch.Tensor:
-    return F.interpolate(x, size=features.input_size, mode="bilinear", align_corners=False)
-
-
 @torch.inference_mode()
 def predict_files(
     model: torch.nn.Module, features: FeatureConfig, patches: PatchSet, batch_size: int = 256
@@ -314,7 +310,7 @@ def predict_files(
     device = next(model.parameters()).device
     probs = []
     for start in range(0, len(patches.targets), batch_size):
-        x = _resize(patches.inputs[start : start + batch_size].float().to(device), features)
+        x = resize_patches(patches.inputs[start : start + batch_size].float().to(device), features)
         probs.append(torch.softmax(model(x), dim=1).cpu())
     patch_probs = torch.cat(probs).numpy()
     use = patches.active & (patches.variant == 0)
@@ -453,7 +449,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             idx = order[step * per_worker_batch : (step + 1) * per_worker_batch]
             if len(idx) == 0:
                 idx = order[:per_worker_batch]
-            x = _resize(augment_patches(train_set.inputs[idx].float(), generator), features).to(device)
+            x = resize_patches(augment_patches(train_set.inputs[idx].float(), generator), features).to(device)
             loss = F.cross_entropy(model(x), train_set.targets[idx].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
