@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Segment", "FileLabels", "active_patches", "aggregate_file"]
+__all__ = ["UNKNOWN", "Segment", "FileLabels", "active_patches", "aggregate_file"]
 
 SILENCE_DB = 50.0
+UNKNOWN = "unknown"  # match mode's label when no support label scores above the threshold
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ def aggregate_file(
     labels: tuple[str, ...] | list[str],
     patch_s: float,
     top_k: int = 3,
+    unknown_threshold: float | None = None,
 ) -> FileLabels:
     """Aggregate one file's patches.
 
@@ -73,17 +75,24 @@ def aggregate_file(
         Patch length (segment end = start + patch_s).
     top_k : int
         How many labels ``top_labels``/``top_scores`` keep.
+    unknown_threshold : float, optional
+        Match mode: a file (or segment) whose best score is below it is labelled ``unknown``; its
+        confidence stays the best label's score, and ``top_labels`` still name the candidates.
     """
     mask = active_patches(level_db)
     scores = patch_scores[mask].mean(axis=0)
     order = np.argsort(-scores, kind="stable")[: min(top_k, len(labels))]
     best = patch_scores.argmax(axis=1)
+
+    def name(index: int, score: float) -> str:
+        return UNKNOWN if unknown_threshold is not None and score < unknown_threshold else labels[index]
+
     segments = [
-        Segment(float(s), float(s + patch_s), labels[int(b)], float(p[int(b)]))
+        Segment(float(s), float(s + patch_s), name(int(b), float(p[int(b)])), float(p[int(b)]))
         for s, b, p in zip(start_s, best, patch_scores, strict=True)
     ]
     return FileLabels(
-        label=labels[int(order[0])],
+        label=name(int(order[0]), float(scores[order[0]])),
         confidence=float(scores[order[0]]),
         top_labels=[labels[int(i)] for i in order],
         top_scores=[float(scores[i]) for i in order],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -55,12 +56,35 @@ def main() -> None:
 
 
 @main.command(
-    epilog=_example("mirbatch tag examples/ --out labels/\nmirbatch tag 'archive/**/*.flac' --out labels/ --workers 2")
+    epilog=_example(
+        "mirbatch tag examples/ --out labels/\n"
+        "mirbatch tag 'archive/**/*.flac' --out labels/ --workers 2\n"
+        "mirbatch tag archive/ --out matched/ --mode match --support my-instruments/"
+    )
 )
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Output Parquet dataset folder.")
-@click.option("--mode", type=click.Choice(["classify"]), default="classify", show_default=True, help="How to label.")
-@model_option("Checkpoint path or bundled model name (default: the bundled cnn-default).")
+@click.option(
+    "--mode",
+    type=click.Choice(["classify", "match"]),
+    default="classify",
+    show_default=True,
+    help="classify: the taxonomy's labels; match: the labels of a support library (--support).",
+)
+@model_option("Checkpoint path or bundled model name (default: cnn-default, or siamese-default in match mode).")
+@click.option(
+    "--support",
+    type=click.Path(file_okay=False),
+    default=None,
+    metavar="LIB",
+    help="Support library for --mode match (see 'mirbatch support add').",
+)
+@click.option(
+    "--unknown-threshold",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Match mode: best scores below it are labelled 'unknown' (default: calibrated, stored in the model).",
+)
 @click.option(
     "--features", type=click.Choice(["mel", "scalogram"]), default=None, help="Feature kind (default: the model's)."
 )
@@ -75,6 +99,8 @@ def tag(
     out: str,
     mode: str,
     model: str | None,
+    support: str | None,
+    unknown_threshold: float | None,
     features: str | None,
     workers: int,
     gpus_per_worker: float,
@@ -94,6 +120,8 @@ def tag(
         out=out,
         mode=mode,
         model=model,
+        support=support,
+        unknown_threshold=unknown_threshold,
         features=features,
         workers=workers,
         gpus_per_worker=gpus_per_worker,
@@ -163,21 +191,29 @@ def show(out: str, limit: int) -> None:
         "mirbatch data render --soundfont fluidr3 --out data/fluidr3 --per-class 200 --seed 1\n"
         "mirbatch train --model cnn --data data/fluidr3 --data data/freepats --out models/cnn.safetensors\n"
         "mirbatch train --model cnn --data data/fluidr3 --out models/cnn.safetensors --workers 2 --resume\n"
-        "mirbatch train --model cnn --data IRMAS-TrainingData --out irmas.safetensors --address auto --use-gpu"
+        "mirbatch train --model cnn --data IRMAS-TrainingData --out irmas.safetensors --address auto --use-gpu\n"
+        "mirbatch train --model residual-siamese --data data/matcher_fluidr3 --data data/matcher_timgm6mb "
+        "--out models/matcher.safetensors"
     )
 )
 @click.option(
     "--model",
     "architecture",
-    type=click.Choice(["cnn", "cnn-freq"]),
+    type=click.Choice(["cnn", "cnn-freq", "siamese", "residual-siamese"]),
     default="cnn",
     show_default=True,
-    help="cnn: the seed paper's CNN; cnn-freq: the same with batch norm and a frequency-aware head.",
+    help="cnn: the seed paper's CNN; cnn-freq: the same with batch norm and a frequency-aware head; "
+    "siamese / residual-siamese: one-shot matchers trained on same/different pairs (validated on held-out labels).",
 )
 @data_option
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Checkpoint file to write.")
 @click.option("--labels", default=None, help="Comma-separated labels to train (default: every label found).")
-@click.option("--features", type=click.Choice(["mel", "scalogram"]), default="mel", show_default=True)
+@click.option(
+    "--features",
+    type=click.Choice(["mel", "scalogram"]),
+    default=None,
+    help="Input features (default: mel for classifiers, scalogram for matchers).",
+)
 @click.option(
     "--wavelet",
     type=click.Choice(["morse", "morlet"]),
@@ -192,9 +228,21 @@ def show(out: str, limit: int) -> None:
     help="Audio augmentation: 'default', 'none', or 'default,-reverb,-mix' to leave some out "
     "(pitch, eq, reverb, noise, band_limit, mix).",
 )
+@click.option(
+    "--augment-copies",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="Augmented copies of every training file in the feature cache.",
+)
 @click.option("--epochs", type=click.IntRange(min=1), default=40, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Global batch size.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Learning rate (default: the seed papers': 1e-3 RMSprop for cnn, 6e-4 / 5e-4 Adam for the matchers).",
+)
 @click.option(
     "--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.15, show_default=True
 )
@@ -222,12 +270,13 @@ def train(
     data: tuple[str, ...],
     out: str,
     labels: str | None,
-    features: str,
+    features: str | None,
     wavelet: str,
     augment: str,
+    augment_copies: int,
     epochs: int,
     batch_size: int,
-    lr: float,
+    lr: float | None,
     val_fraction: float,
     patience: int,
     seed: int,
@@ -245,12 +294,11 @@ def train(
     once; every epoch is checkpointed under --storage, and --resume continues an interrupted run.
     """
     from mirbatch.augment import AugmentConfig
-    from mirbatch.features import FeatureConfig, MelConfig, ScalogramConfig
-    from mirbatch.training import TrainConfig
+    from mirbatch.training import TrainConfig, default_features
     from mirbatch.training import train as run_training
 
     try:
-        feature_config: FeatureConfig = ScalogramConfig(wavelet=wavelet) if features == "scalogram" else MelConfig()
+        feature_config = default_features(architecture, features, wavelet)
         config = TrainConfig(
             data=data,
             architecture=architecture,
@@ -262,7 +310,7 @@ def train(
             patience=patience,
             seed=seed,
             features=feature_config,
-            augment=AugmentConfig.parse(augment),
+            augment=replace(AugmentConfig.parse(augment), variants=augment_copies if augment != "none" else 0),
             workers=workers,
             use_gpu=use_gpu,
         )
@@ -291,20 +339,82 @@ def train(
     name="eval",
     epilog=_example(
         "mirbatch eval --data data/timgm6mb\n"
-        "mirbatch eval --model models/cnn.safetensors --data data/timgm6mb --report reports/timgm6mb"
+        "mirbatch eval --model models/cnn.safetensors --data data/timgm6mb --report reports/timgm6mb\n"
+        "mirbatch eval --model siamese-default --data data/held_timgm6mb --n-way 5 --k-shot 1 --episodes 1000\n"
+        "mirbatch eval --data data/held_timgm6mb --support-data data/held_fluidr3 --n-way 2 --n-way 5 --k-shot 1"
     ),
 )
-@model_option("Checkpoint path or bundled model name (default: cnn-default).")
+@model_option("Checkpoint path or bundled model name (default: cnn-default; siamese-default with --n-way).")
 @data_option
 @click.option("--report", type=click.Path(file_okay=False), default=None,
-              help="Folder for report.json and confusion-matrix PNGs.")  # fmt: skip
-def evaluate(model: str | None, data: tuple[str, ...], report: str | None) -> None:
-    """Evaluate a classifier: accuracy, per-label precision/recall/F1, macro-F1, beside the MFCC-SVM baseline."""
-    from mirbatch.evaluate import evaluate_classifier
-    from mirbatch.models import DEFAULT_CLASSIFIER, CheckpointError
+              help="Folder for report.json and confusion-matrix PNGs (episodes.json for matchers).")  # fmt: skip
+@click.option(
+    "--n-way",
+    "n_way",
+    type=click.IntRange(min=2),
+    multiple=True,
+    help="Matchers: labels per episode (repeat for several protocols). Default: 2 and 5.",
+)
+@click.option(
+    "--k-shot",
+    "k_shot",
+    type=click.IntRange(min=1),
+    multiple=True,
+    help="Matchers: support files per label (repeat for several). Default: 1 (and 5 for 5-way).",
+)
+@click.option("--episodes", type=click.IntRange(min=1), default=1000, show_default=True, help="Matchers: episodes.")
+@click.option(
+    "--queries", type=click.IntRange(min=1), default=5, show_default=True, help="Matchers: query files per label."
+)
+@click.option(
+    "--support-data",
+    "support_data",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Matchers: take the shots from these data sets (e.g. another sample library); default: --data.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Matchers: episode sampling seed.")
+def evaluate(
+    model: str | None,
+    data: tuple[str, ...],
+    report: str | None,
+    n_way: tuple[int, ...],
+    k_shot: tuple[int, ...],
+    episodes: int,
+    queries: int,
+    support_data: tuple[str, ...],
+    seed: int,
+) -> None:
+    """Evaluate a model on labelled data beside a classic baseline.
 
+    Classifiers: accuracy, per-label precision/recall/F1, macro-F1, beside the MFCC-SVM baseline.
+    Matchers (siamese, residual-siamese): N-way K-shot episodes on labels it never trained on, mean
+    accuracy with a 95% confidence interval, beside a nearest neighbour on MFCC statistics.
+    """
+    from mirbatch.evaluate import evaluate_classifier, evaluate_matcher
+    from mirbatch.models import DEFAULT_CLASSIFIER, DEFAULT_MATCHER, CheckpointError, is_matcher, load_checkpoint
+
+    episodic = bool(n_way or k_shot or support_data)
     try:
-        result = evaluate_classifier(model or DEFAULT_CLASSIFIER, [Path(d) for d in data])
+        name = model or (DEFAULT_MATCHER if episodic else DEFAULT_CLASSIFIER)
+        if is_matcher(load_checkpoint(name).meta.architecture):
+            if n_way or k_shot:
+                protocols = [(n, k) for n in (n_way or (2, 5)) for k in (k_shot or (1,))]
+            else:
+                protocols = [(2, 1), (5, 1), (5, 5)]
+            result: Any = evaluate_matcher(
+                name,
+                [Path(d) for d in data],
+                [Path(d) for d in support_data] or None,
+                protocols,
+                episodes,
+                queries,
+                seed,
+            )
+        elif episodic:
+            raise click.UsageError(f"--n-way/--k-shot/--support-data evaluate matchers; {name} is a classifier")
+        else:
+            result = evaluate_classifier(name, [Path(d) for d in data])
     except (CheckpointError, ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(result.format())
@@ -321,7 +431,8 @@ def data() -> None:
 @data.command(
     epilog=_example(
         "mirbatch data render --soundfont fluidr3 --out data/fluidr3 --per-class 200 --seed 1\n"
-        "mirbatch data render --soundfont /usr/share/sounds/sf2/TimGM6mb.sf2 --out data/timgm --per-class 40"
+        "mirbatch data render --soundfont /usr/share/sounds/sf2/TimGM6mb.sf2 --out data/timgm --per-class 40\n"
+        "mirbatch data render --soundfont fluidr3 --out data/extra --programs extra --per-class 40"
     )
 )
 @click.option(
@@ -335,6 +446,14 @@ def data() -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--labels", default=None, help="Comma-separated labels (default: the 18-label taxonomy).")
 @click.option(
+    "--programs",
+    default=None,
+    metavar="extra|reserved|LIST",
+    help="Also render single GM programs as labels of their own (gm006_harpsichord, ...): 'extra' (allowed "
+    "for training the matcher), 'reserved' (one-shot evaluation only) or numbers like 4,6,80-87. "
+    "Without --labels, only these are rendered.",
+)
+@click.option(
     "--phrase-fraction",
     type=click.FloatRange(0, 1),
     default=0.5,
@@ -343,13 +462,25 @@ def data() -> None:
 )
 @click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True, help="Synthesizers run at once.")
 def render(
-    soundfont: str, out: str, per_class: int, seed: int, labels: str | None, phrase_fraction: float, jobs: int
+    soundfont: str,
+    out: str,
+    per_class: int,
+    seed: int,
+    labels: str | None,
+    programs: str | None,
+    phrase_fraction: float,
+    jobs: int,
 ) -> None:
-    """Render the taxonomy from a GM sample library: notes and phrases, a folder per label."""
+    """Render the taxonomy (or single GM programs) from a GM sample library: notes and phrases, a folder per label."""
     from mirbatch.datasets.render import RenderConfig, RenderError, render_dataset
-    from mirbatch.taxonomy import DEFAULT_LABELS
+    from mirbatch.taxonomy import DEFAULT_LABELS, program_label, program_set
 
-    chosen = tuple(x.strip() for x in labels.split(",")) if labels else DEFAULT_LABELS
+    chosen = tuple(x.strip() for x in labels.split(",")) if labels else ()
+    try:
+        chosen += tuple(program_label(p) for p in program_set(programs)) if programs else ()
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--programs") from exc
+    chosen = chosen or DEFAULT_LABELS
     config = RenderConfig(soundfont, per_class, seed, phrase_fraction=phrase_fraction, labels=chosen)
     try:
         plans = render_dataset(config, Path(out), jobs=jobs)
@@ -360,6 +491,78 @@ def render(
     click.echo(f"rendered {len(plans)} clips of {len(rendered)} labels to {out}")
     if missing:
         click.echo(f"the library has no program for: {', '.join(missing)}", err=True)
+
+
+@main.group()
+def support() -> None:
+    """Support libraries: a few labelled examples per instrument for --mode match."""
+
+
+@support.command(
+    name="add",
+    epilog=_example(
+        "mirbatch support add my-instruments/ examples/theremin.wav --label theremin\n"
+        "mirbatch support add my-instruments/ examples-by-label/   # a folder per label\n"
+        "mirbatch support add lib/ shots/ --model models/matcher.safetensors"
+    ),
+)
+@click.argument("library", type=click.Path(file_okay=False))
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--label", default=None, help="Label of every SOURCE; without it each SOURCE holds a folder per label.")
+@model_option("Matcher checkpoint path or bundled name (default: siamese-default).")
+def support_add(library: str, sources: tuple[str, ...], label: str | None, model: str | None) -> None:
+    """Embed SOURCE... (files, folders, globs) and enroll them into LIBRARY under their labels."""
+    from mirbatch.models import CheckpointError
+    from mirbatch.sources import SourceError
+    from mirbatch.support import SupportError, enroll
+
+    try:
+        result = enroll(library, sources, label, model)
+    except (SupportError, SourceError, CheckpointError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"enrolled {result.files_added} files ({result.patches_added} patches) into {library} with {result.model}; "
+        f"{result.files_already_enrolled} already enrolled, {len(result.failed)} failed"
+    )
+    for path, reason in result.failed:
+        click.echo(f"  failed: {path}: {reason}", err=True)
+    if result.failed and not result.files_added and not result.files_already_enrolled:
+        sys.exit(EXIT_ALL_FAILED)
+
+
+@support.command(name="list", epilog=_example("mirbatch support list my-instruments/"))
+@click.argument("library", type=click.Path(file_okay=False))
+def support_list(library: str) -> None:
+    """Print the labels of LIBRARY with their enrolled files and patches."""
+    from mirbatch.support import SupportError, SupportLibrary
+
+    try:
+        lib = SupportLibrary.open(library, must_exist=True)
+    except SupportError as exc:
+        raise click.ClickException(str(exc)) from exc
+    rows = lib.summary()
+    click.echo(f"{library}: {len(rows)} labels, model {lib.model}")
+    click.echo(f"{'label':<28}{'files':>6}{'patches':>9}")
+    for name, files, patches in rows:
+        click.echo(f"{name:<28}{files:>6}{patches:>9}")
+
+
+@support.command(name="remove", epilog=_example("mirbatch support remove my-instruments/ --label theremin"))
+@click.argument("library", type=click.Path(file_okay=False))
+@click.option("--label", required=True, help="Label whose examples to remove.")
+def support_remove(library: str, label: str) -> None:
+    """Remove every example of a label from LIBRARY."""
+    from mirbatch.support import SupportError, SupportLibrary
+
+    try:
+        lib = SupportLibrary.open(library, must_exist=True)
+    except SupportError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if label not in lib.labels:
+        raise click.ClickException(f"{library} has no label {label!r}; it has: {', '.join(lib.labels) or 'none'}")
+    smaller, files = lib.remove(label)
+    smaller.save()
+    click.echo(f"removed {files} files of {label!r} from {library}")
 
 
 if __name__ == "__main__":

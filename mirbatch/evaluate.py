@@ -1,8 +1,12 @@
-"""Evaluation of a classifier on labelled data, beside the MFCC-SVM baseline stored in its checkpoint.
+"""Evaluation on labelled data.
 
-Reports accuracy, per-label precision/recall/F1 and macro-F1 at file level (the mean of a file's
-patch probabilities, as ``tag`` labels files) and at patch level, and writes the confusion matrices
-as JSON and PNG.
+Classifiers: accuracy, per-label precision/recall/F1 and macro-F1 at file level (the mean of a file's
+patch probabilities, as ``tag`` labels files) and at patch level, beside the MFCC-SVM baseline stored
+in the checkpoint; confusion matrices as JSON and PNG.
+
+Matchers: N-way K-shot episodes over files (a shot is a whole file, scored as ``tag --mode match``
+scores it), mean accuracy with a 95% confidence interval, beside a nearest neighbour on MFCC
+statistics over the very same episodes.
 """
 
 from __future__ import annotations
@@ -13,12 +17,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from mirbatch.datasets.layouts import load_dataset
-from mirbatch.models import load_checkpoint
-from mirbatch.training import build_patch_set, predict_files
+from mirbatch.datasets.layouts import LabelledFile, load_dataset
+from mirbatch.matching import EpisodeResult, embed_patches, file_score_matrix, run_episodes
+from mirbatch.models import Matcher, load_checkpoint
+from mirbatch.training import PatchSet, build_patch_set, predict_files
 
-__all__ = ["ClassifierReport", "Scores", "evaluate_classifier", "scores"]
+__all__ = [
+    "ClassifierReport",
+    "MatcherReport",
+    "Scores",
+    "evaluate_classifier",
+    "evaluate_matcher",
+    "scores",
+]
 
 
 @dataclass(frozen=True)
@@ -178,4 +191,135 @@ def evaluate_classifier(model: str, data: list[Path]) -> ClassifierReport:
         file=scores(file_targets, file_scores.argmax(axis=1), labels),
         patch=scores(patches.targets.numpy()[use], patch_probs.argmax(axis=1)[use], labels),
         baseline=baseline,
+    )
+
+
+@dataclass(frozen=True)
+class MatcherReport:
+    """Episodic results of a matcher and of the MFCC nearest-neighbour baseline on the same episodes."""
+
+    model: str
+    data: list[str]
+    support_data: list[str]
+    labels: list[str]
+    seen_in_training: list[str]
+    results: list[tuple[EpisodeResult, EpisodeResult]]  # (model, baseline) per protocol
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "data": self.data,
+            "support_data": self.support_data,
+            "labels": self.labels,
+            "seen_in_training": self.seen_in_training,
+            "results": [
+                {
+                    "n_way": m.n_way,
+                    "k_shot": m.k_shot,
+                    "episodes": m.episodes,
+                    "accuracy": round(m.mean, 4),
+                    "ci95": round(m.ci95, 4),
+                    "baseline_accuracy": round(b.mean, 4),
+                    "baseline_ci95": round(b.ci95, 4),
+                }
+                for m, b in self.results
+            ],
+        }
+
+    def format(self) -> str:
+        lines = [
+            f"model {self.model}",
+            f"queries: {', '.join(self.data)}",
+            f"support: {', '.join(self.support_data)}",
+            f"{len(self.labels)} labels: {', '.join(self.labels)}",
+        ]
+        if self.seen_in_training:
+            lines.append(f"warning: labels the model was trained on: {', '.join(self.seen_in_training)}")
+        lines.append(f"{'protocol':<16}{'episodes':>9}  {'matcher':>16}  {'MFCC-NN baseline':>18}")
+        for m, b in self.results:
+            protocol = f"{m.n_way}-way {m.k_shot}-shot"
+            lines.append(
+                f"{protocol:<16}{m.episodes:>9}  {m.mean:>8.3f} ± {m.ci95:.3f}  {b.mean:>10.3f} ± {b.ci95:.3f}"
+            )
+        return "\n".join(lines)
+
+    def write(self, folder: Path) -> list[Path]:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "episodes.json"
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return [path]
+
+
+def _embedded(model: Matcher, features: Any, patches: PatchSet) -> tuple[torch.Tensor, np.ndarray]:
+    use = patches.active & (patches.variant == 0)
+    return embed_patches(model, features, patches.inputs[torch.from_numpy(use)]), patches.owner[use]
+
+
+def _mfcc_scores(query_stats: np.ndarray, shot_stats: np.ndarray) -> np.ndarray:
+    """Baseline similarity: minus the Euclidean distance of z-scored MFCC statistics."""
+    both = np.concatenate([query_stats, shot_stats])
+    mean, std = both.mean(axis=0), both.std(axis=0) + 1e-8
+    q, s = (query_stats - mean) / std, (shot_stats - mean) / std
+    return -np.sqrt(((q[:, None, :] - s[None, :, :]) ** 2).sum(axis=-1))
+
+
+def evaluate_matcher(
+    model: str,
+    data: list[Path],
+    support_data: list[Path] | None = None,
+    protocols: list[tuple[int, int]] | None = None,
+    episodes: int = 1000,
+    queries_per_label: int = 5,
+    seed: int = 0,
+) -> MatcherReport:
+    """N-way K-shot episodes of matcher ``model`` on the labelled data sets ``data``.
+
+    Parameters
+    ----------
+    data : list of Path
+        Query data sets (a folder per label, IRMAS, NSynth).
+    support_data : list of Path, optional
+        Where shots come from (e.g. another sample library); default: the query data itself, with a
+        file never its own shot.
+    protocols : list of (n_way, k_shot)
+        Default: the paper's 2-way 1-shot and 5-way 1-shot and 5-shot.
+    """
+    checkpoint = load_checkpoint(model)
+    if not isinstance(checkpoint.model, Matcher):
+        raise ValueError(f"model {checkpoint.name} is a classifier; episodic evaluation needs a matcher")
+    features = checkpoint.meta.features
+    protocols = protocols or [(2, 1), (5, 1), (5, 5)]
+
+    def load(roots: list[Path]) -> tuple[list[LabelledFile], list[str]]:
+        files = [f for root in roots for f in load_dataset(root)]
+        return files, sorted({f.label for f in files})
+
+    query_files, query_labels = load(data)
+    same_pool = support_data is None
+    shot_files, shot_labels = (query_files, query_labels) if support_data is None else load(support_data)
+    labels = sorted(set(query_labels) & set(shot_labels))
+    queries = build_patch_set(query_files, query_labels, features)
+    shots = queries if same_pool else build_patch_set(shot_files, shot_labels, features)
+    q_emb, q_owner = _embedded(checkpoint.model, features, queries)
+    s_emb, s_owner = (q_emb, q_owner) if same_pool else _embedded(checkpoint.model, features, shots)
+    matrix = file_score_matrix(
+        checkpoint.model.head, q_emb, q_owner, len(queries.files), s_emb, s_owner, len(shots.files)
+    )
+    baseline = _mfcc_scores(queries.file_stats, shots.file_stats)
+    q_names = [f.label for f in queries.files]
+    s_names = [f.label for f in shots.files]
+    results = []
+    for n_way, k_shot in protocols:
+        model_result, baseline_result = (
+            run_episodes(m, q_names, s_names, n_way, k_shot, episodes, queries_per_label, same_pool, seed)
+            for m in (matrix, baseline)
+        )
+        results.append((model_result, baseline_result))
+    return MatcherReport(
+        model=checkpoint.model_id,
+        data=[str(d) for d in data],
+        support_data=[str(d) for d in (support_data or data)],
+        labels=labels,
+        seen_in_training=sorted(set(labels) & set(checkpoint.meta.labels)),
+        results=results,
     )

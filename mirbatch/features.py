@@ -460,14 +460,20 @@ class ScalogramFeaturizer(torch.nn.Module):
             cfg.patch_samples / cfg.time_bins
         )
         rows = []
-        for first, last, length in self.groups:
+        for group_first, group_last, length in self.groups:
             keep = min(length, n // 2 + 1)
-            full = torch.zeros((x.shape[0], last - first, length), dtype=x.dtype, device=x.device)
-            full[..., :keep] = x[:, None, :keep] * self.spectrum[first:last, :keep]
-            # An inverse FFT of length L samples the same analytic signal at L/N of the rate; scaling
-            # by L/N keeps the amplitude of the full-rate transform.
-            mag = torch.fft.ifft(full).abs() * (length / n)
-            rows.append(bin_means(mag, (edges * (length / n)).to(mag.device)))
+            # Rows in blocks of about 2^16 complex values (512 KiB): fresh 100 MB buffers per call
+            # cost more in page faults (kernel time) than the FFTs themselves; this halved the time
+            # per patch on a 2-core CPU and made kernel time vanish.
+            step = max(1, (1 << 16) // (x.shape[0] * length))
+            for first in range(group_first, group_last, step):
+                last = min(group_last, first + step)
+                full = torch.zeros((x.shape[0], last - first, length), dtype=x.dtype, device=x.device)
+                full[..., :keep] = x[:, None, :keep] * self.spectrum[first:last, :keep]
+                # An inverse FFT of length L samples the same analytic signal at L/N of the rate;
+                # scaling by L/N keeps the amplitude of the full-rate transform.
+                mag = torch.fft.ifft(full).abs() * (length / n)
+                rows.append(bin_means(mag, (edges * (length / n)).to(mag.device)))
         return torch.cat(rows, dim=1)
 
     @torch.inference_mode()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -28,7 +29,14 @@ from mirbatch.features import FeatureConfig, feature_config_from_dict
 __all__ = [
     "SeedCNN",
     "FreqCNN",
+    "WeightedL1Head",
+    "Matcher",
+    "SiameseNet",
+    "ResidualSiameseNet",
     "ARCHITECTURES",
+    "MATCHER_ARCHITECTURES",
+    "is_matcher",
+    "count_parameters",
     "build_model",
     "CheckpointMeta",
     "Checkpoint",
@@ -40,11 +48,13 @@ __all__ = [
     "resolve_model_path",
     "BUNDLED_MODELS",
     "DEFAULT_CLASSIFIER",
+    "DEFAULT_MATCHER",
 ]
 
 _FORMAT = "mirbatch-checkpoint/1"
-BUNDLED_MODELS: tuple[str, ...] = ("cnn-default",)
+BUNDLED_MODELS: tuple[str, ...] = ("cnn-default", "siamese-default")
 DEFAULT_CLASSIFIER = "cnn-default"
+DEFAULT_MATCHER = "siamese-default"
 
 
 class SeedCNN(nn.Module):
@@ -120,7 +130,146 @@ class FreqCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"cnn": SeedCNN, "cnn-freq": FreqCNN}
+class WeightedL1Head(nn.Module):
+    """The Siamese score: ``sigmoid(sum_j gamma_j |e1_j - e2_j| + b)`` (seed paper, eq. 2).
+
+    ``gamma_j = -softplus(w_j)`` is kept negative, so the logit is ``b`` minus a weighted L1
+    distance: the score is a proper similarity (identical embeddings score highest) and a query can be
+    scored against thousands of support embeddings with one ``torch.cdist(p=1)`` on scaled
+    embeddings, never materializing the (queries, support, dim) difference tensor.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        # Embeddings leave the encoders batch-normalized (|e1_j - e2_j| ~ 1), so these start the
+        # summed distance near 1 and the logit near 0.
+        self.weight = nn.Parameter(torch.full((dim,), math.log(math.expm1(1.0 / dim))))
+        self.bias = nn.Parameter(torch.tensor(1.0))
+
+    def scale(self) -> torch.Tensor:
+        """``|gamma|`` [shape=(dim,)]."""
+        return nn.functional.softplus(self.weight)
+
+    def pair_logits(self, e1: torch.Tensor, e2: torch.Tensor) -> torch.Tensor:
+        """Logits of row-wise pairs: ``e1``, ``e2`` [shape=(n, dim)] -> [shape=(n,)]."""
+        return self.bias - ((e1 - e2).abs() * self.scale()).sum(dim=-1)
+
+    def cross_logits(self, queries: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+        """Logits of every pair: ``queries`` [shape=(q, dim)], ``support`` [shape=(s, dim)] -> [shape=(q, s)]."""
+        g = self.scale()
+        return self.bias - torch.cdist(queries * g, support * g, p=1)
+
+
+class Matcher(nn.Module):
+    """Shared interface of the Siamese architectures: one ``encoder`` (the twins share it) + ``head``."""
+
+    encoder: nn.Module
+    head: WeightedL1Head
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` [shape=(batch, 1, height, width)] -> embeddings [shape=(batch, dim)]."""
+        return self.encoder(x)
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor | None = None) -> torch.Tensor:
+        """Pair logits of ``(x1[i], x2[i])`` [shape=(batch,)]; without ``x2``, the logits of every pair
+        within ``x1`` [shape=(batch, batch)] (how training scores a batch: each input embedded once)."""
+        e1 = self.embed(x1)
+        if x2 is None:
+            return self.head.cross_logits(e1, e1)
+        return self.head.pair_logits(e1, self.embed(x2))
+
+
+def _conv_bn(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(True)]
+
+
+class SiameseNet(Matcher):
+    """The seed paper's VGG-type twin network, sized to run fast.
+
+    Shared encoder: four blocks of 3x3 conv + batch norm + ReLU + 2x2 max pool (16, 32, 64, 128
+    channels), the frequency rows kept by pooling over time only, dropout, a linear embedding (batch-normalized); then
+    the weighted-L1 head. Twins share weights by construction: one encoder embeds both inputs.
+
+    """
+
+    def __init__(self, n_labels: int = 0, embedding: int = 128, width: int = 16, freq_rows: int = 4,
+                 dropout: float = 0.3) -> None:  # fmt: skip
+        super().__init__()
+        del n_labels  # a matcher's output does not depend on the training labels
+        widths = [width, 2 * width, 4 * width, 8 * width]
+        layers: list[nn.Module] = []
+        c_in = 1
+        for c in widths:
+            layers += [*_conv_bn(c_in, c), nn.MaxPool2d(2)]
+            c_in = c
+        layers += [nn.AdaptiveMaxPool2d((freq_rows, 1)), nn.Flatten(), nn.Dropout(dropout)]
+        self.encoder = nn.Sequential(
+            *layers, nn.Linear(c_in * freq_rows, embedding), nn.BatchNorm1d(embedding, affine=False)
+        )
+        self.head = WeightedL1Head(embedding)
+
+
+class _ResidualBlock(nn.Module):
+    """Two 3x3 convs with a skip connection (1x1 projection when the shape changes)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            *_conv_bn(c_in, c_out, stride),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+        )
+        self.skip: nn.Module = (
+            nn.Identity()
+            if stride == 1 and c_in == c_out
+            else nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.body(x) + self.skip(x))
+
+
+class ResidualSiameseNet(Matcher):
+    """The seed paper's residual Siamese variant: a stride-2 stem, three residual stages (each
+    halving the resolution), frequency rows kept, a linear embedding and the weighted-L1 head.
+    Same interface as ``SiameseNet``."""
+
+    def __init__(self, n_labels: int = 0, embedding: int = 128, width: int = 16, freq_rows: int = 4,
+                 dropout: float = 0.3) -> None:  # fmt: skip
+        super().__init__()
+        del n_labels
+        c1, c2, c3 = width, 2 * width, 4 * width
+        self.encoder = nn.Sequential(
+            *_conv_bn(1, c1, 2),
+            _ResidualBlock(c1, c1, 1),
+            _ResidualBlock(c1, c2, 2),
+            _ResidualBlock(c2, c3, 2),
+            nn.AdaptiveMaxPool2d((freq_rows, 1)),
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(c3 * freq_rows, embedding),
+            nn.BatchNorm1d(embedding, affine=False),
+        )
+        self.head = WeightedL1Head(embedding)
+
+
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
+    "cnn": SeedCNN,
+    "cnn-freq": FreqCNN,
+    "siamese": SiameseNet,
+    "residual-siamese": ResidualSiameseNet,
+}
+MATCHER_ARCHITECTURES: frozenset[str] = frozenset({"siamese", "residual-siamese"})
+
+
+def is_matcher(architecture: str) -> bool:
+    """Whether ``architecture`` embeds and matches (Siamese) rather than classifies."""
+    return architecture in MATCHER_ARCHITECTURES
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def build_model(architecture: str, n_labels: int, **params: Any) -> nn.Module:
@@ -209,8 +358,10 @@ def save_checkpoint(
 def resolve_model_path(name_or_path: str) -> tuple[str, Path]:
     """Map a bundled model name or a checkpoint path to ``(name, path)``."""
     if name_or_path in BUNDLED_MODELS:
-        ref = resources.files("mirbatch") / "weights" / f"{name_or_path}.safetensors"
-        return name_or_path, Path(str(ref))
+        path = Path(str(resources.files("mirbatch") / "weights" / f"{name_or_path}.safetensors"))
+        if not path.is_file():
+            raise CheckpointError(f"bundled model {name_or_path} is missing from this installation ({path}); reinstall")
+        return name_or_path, path
     path = Path(name_or_path).expanduser()
     if not path.exists():
         raise CheckpointError(

@@ -1,8 +1,9 @@
 """Ray Data wiring for ``mirbatch tag``.
 
-records (driver) -> ``decode_batch`` (CPU tasks: bytes -> mono chunks) -> ``ClassifyActor`` (actor
-pool: features + model, on the actor's GPU when it has one) -> driver: chunks -> files
-(``aggregate``) -> ``ResultWriter`` (atomic Parquet parts, resume by ``file_id``).
+records (driver) -> ``decode_batch`` (CPU tasks: bytes -> mono chunks) -> ``ScoreActor`` (actor
+pool: features + model, on the actor's GPU when it has one; class probabilities, or in match mode
+the support labels' scores) -> driver: chunks -> files (``aggregate``) -> ``ResultWriter`` (atomic
+Parquet parts, resume by ``file_id``).
 
 Long files are cut into chunks at decode time, so no stage ever holds more than one chunk of one
 file per row, and one file's chunks can run on several actors at once.
@@ -11,7 +12,6 @@ file per row, and one file's chunks can run on several actors at once.
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import math
 import os
@@ -27,8 +27,16 @@ import pyarrow as pa
 
 from mirbatch.aggregate import aggregate_file
 from mirbatch.audio import DecodeError, decode
-from mirbatch.features import make_featurizer
-from mirbatch.models import DEFAULT_CLASSIFIER, CheckpointMeta, checkpoint_from_bytes, read_checkpoint_bytes
+from mirbatch.features import FeatureConfig, make_featurizer
+from mirbatch.matching import SupportSet, score_against_support
+from mirbatch.models import (
+    DEFAULT_CLASSIFIER,
+    DEFAULT_MATCHER,
+    Checkpoint,
+    Matcher,
+    checkpoint_from_bytes,
+    read_checkpoint_bytes,
+)
 from mirbatch.output import ResultWriter, completed_file_ids, reset_output
 from mirbatch.sources import FileRecord, list_sources, read_bytes
 
@@ -36,7 +44,7 @@ __all__ = [
     "TagConfig",
     "TagSummary",
     "decode_batch",
-    "ClassifyActor",
+    "ScoreActor",
     "FileAssembler",
     "ensure_ray",
     "run_tag",
@@ -78,6 +86,8 @@ class TagConfig:
     out: str
     mode: str = "classify"
     model: str | None = None
+    support: str | None = None
+    unknown_threshold: float | None = None
     features: str | None = None
     workers: int = 1
     gpus_per_worker: float = 0.0
@@ -154,14 +164,22 @@ def decode_batch(batch: pa.Table, sample_rate: int, chunk_s: float) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=_DECODED_SCHEMA)
 
 
-class ClassifyActor:
-    """Ray Data stage (actor): decoded chunks -> per-patch class probabilities.
+class ScoreActor:
+    """Ray Data stage (actor): decoded chunks -> per-patch scores: class probabilities, or (match
+    mode) each support label's score (``matching.score_against_support``).
 
-    The model and featurizer are built once in ``__init__`` and placed on the actor's GPU when Ray
-    gave it one, else on the CPU.
+    The model, featurizer and support embeddings are loaded once in ``__init__`` and placed on the
+    actor's GPU when Ray gave it one, else on the CPU.
     """
 
-    def __init__(self, checkpoint: list[Any], name: str, batch_size: int, torch_threads: int) -> None:
+    def __init__(
+        self,
+        checkpoint: list[Any],
+        name: str,
+        batch_size: int,
+        torch_threads: int,
+        support: list[Any] | None = None,
+    ) -> None:
         import ray
         import torch
 
@@ -172,6 +190,8 @@ class ClassifyActor:
         self.checkpoint = checkpoint_from_bytes(ray.get(checkpoint[0]), name, self.device)
         self.featurizer = make_featurizer(self.checkpoint.meta.features).to(self.device)
         self.batch_size = batch_size
+        # ``support`` is [ObjectRef of the support arrays] in match mode (fetched once, like the checkpoint).
+        self.support = SupportSet.from_arrays(ray.get(support[0])).to(self.device) if support else None
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         import torch
@@ -186,7 +206,12 @@ class ClassifyActor:
             with torch.inference_mode():
                 for start in range(0, len(patches.owner), self.batch_size):
                     x = self.featurizer.resize(patches.inputs[start : start + self.batch_size])
-                    probs.append(torch.softmax(self.checkpoint.model(x), dim=1).float().cpu())
+                    model = self.checkpoint.model
+                    if self.support is not None and isinstance(model, Matcher):
+                        scores = score_against_support(model.head, model.embed(x).float(), self.support)
+                    else:
+                        scores = torch.softmax(model(x), dim=1)
+                    probs.append(scores.float().cpu())
             all_probs = torch.cat(probs).numpy()
             for i, r in enumerate(ok):
                 sel = patches.owner == i
@@ -201,11 +226,21 @@ class ClassifyActor:
 class FileAssembler:
     """Driver side: collects a file's chunks and turns them into one output row when all arrived."""
 
-    def __init__(self, meta: CheckpointMeta, model_id: str, mode: str, top_k: int) -> None:
-        self.meta = meta
+    def __init__(
+        self,
+        labels: tuple[str, ...],
+        features: FeatureConfig,
+        model_id: str,
+        mode: str,
+        top_k: int,
+        unknown_threshold: float | None = None,
+    ) -> None:
+        self.labels = labels
+        self.features = features
         self.model_id = model_id
         self.mode = mode
         self.top_k = top_k
+        self.unknown_threshold = unknown_threshold
         self._pending: dict[str, list[dict[str, Any]]] = {}
 
     def add(self, chunk: dict[str, Any]) -> dict[str, Any] | None:
@@ -231,7 +266,7 @@ class FileAssembler:
             "size_bytes": first["size"],
             "mode": self.mode,
             "model": self.model_id,
-            "features": self.meta.features.name,
+            "features": self.features.name,
             "tagged_at": datetime.now(UTC),
             "top_labels": [],
             "top_scores": [],
@@ -240,11 +275,13 @@ class FileAssembler:
         error = next((p["error"] for p in parts if p["error"]), None)
         if error:
             return {**row, "status": "error", "error": error}
-        n_labels = len(self.meta.labels)
+        n_labels = len(self.labels)
         probs = np.concatenate([np.frombuffer(p["probs"], np.float32).reshape(-1, n_labels) for p in parts])
         starts = np.concatenate([np.frombuffer(p["starts"], np.float32) for p in parts])
         levels = np.concatenate([np.frombuffer(p["levels"], np.float32) for p in parts])
-        result = aggregate_file(probs, starts, levels, self.meta.labels, self.meta.features.patch_s, self.top_k)
+        result = aggregate_file(
+            probs, starts, levels, self.labels, self.features.patch_s, self.top_k, self.unknown_threshold
+        )
         duration = float(first["duration_s"])
         return {
             **row,
@@ -287,17 +324,48 @@ def ensure_ray(address: str | None, num_cpus: int | None = None) -> None:
         )
 
 
-def _resolve_model(config: TagConfig) -> tuple[str, bytes, CheckpointMeta]:
-    if config.mode != "classify":
-        raise ValueError(f"mode {config.mode!r} is not available; use --mode classify")
-    name, data = read_checkpoint_bytes(config.model or DEFAULT_CLASSIFIER)
-    meta = checkpoint_from_bytes(data, name).meta
+def _resolve_model(config: TagConfig) -> tuple[bytes, Checkpoint]:
+    """The checkpoint's bytes and the loaded checkpoint, checked against the mode and features."""
+    if config.mode not in ("classify", "match"):
+        raise ValueError(f"unknown mode {config.mode!r}; use classify or match")
+    match = config.mode == "match"
+    name, data = read_checkpoint_bytes(config.model or (DEFAULT_MATCHER if match else DEFAULT_CLASSIFIER))
+    checkpoint = checkpoint_from_bytes(data, name)
+    meta = checkpoint.meta
+    if match != isinstance(checkpoint.model, Matcher):
+        raise ValueError(
+            f"model {name} is a {meta.architecture} "
+            + (
+                f"classifier; --mode match needs a matcher ({DEFAULT_MATCHER}, or one trained with --model siamese)"
+                if match
+                else f"matcher; use --mode match --support LIB, or a classifier ({DEFAULT_CLASSIFIER})"
+            )
+        )
     if config.features and config.features != meta.features.name:
         raise ValueError(
             f"model {name} was trained on {meta.features.name} features, not {config.features}; "
             f"drop --features or pass a model trained with --features {config.features}"
         )
-    return name, data, meta
+    return data, checkpoint
+
+
+def _resolve_support(config: TagConfig, checkpoint: Checkpoint) -> tuple[SupportSet | None, float | None]:
+    """Match mode: the support set and the unknown threshold (``--unknown-threshold``, else the one
+    calibrated in the checkpoint)."""
+    from mirbatch.support import SupportLibrary
+
+    if config.mode != "match":
+        if config.support:
+            raise ValueError("--support is used with --mode match")
+        return None, None
+    if not config.support:
+        raise ValueError("--mode match needs --support LIB (build one with 'mirbatch support add LIB ...')")
+    library = SupportLibrary.open(config.support, must_exist=True)
+    library.check_model(checkpoint)
+    threshold = config.unknown_threshold
+    if threshold is None:
+        threshold = float(checkpoint.meta.metrics.get("unknown_threshold", 0.5))
+    return library.support_set(), threshold
 
 
 def run_tag(config: TagConfig, progress: Callable[[TagSummary, int], None] | None = None) -> TagSummary:
@@ -313,8 +381,10 @@ def run_tag(config: TagConfig, progress: Callable[[TagSummary, int], None] | Non
     import ray.data
 
     started = time.perf_counter()
-    name, checkpoint, meta = _resolve_model(config)
-    model_id = f"{name}@{hashlib.sha256(checkpoint).hexdigest()[:12]}"
+    checkpoint, loaded = _resolve_model(config)
+    support, threshold = _resolve_support(config, loaded)
+    name, meta, model_id = loaded.name, loaded.meta, loaded.model_id
+    labels = support.labels if support else meta.labels
     out = Path(config.out)
     if not config.resume:
         reset_output(out)
@@ -343,7 +413,7 @@ def run_tag(config: TagConfig, progress: Callable[[TagSummary, int], None] | Non
             num_cpus=0.5,
         )
         ds = ds.map_batches(
-            ClassifyActor,
+            ScoreActor,
             batch_format="pyarrow",
             batch_size=config.files_per_call,
             fn_constructor_kwargs={
@@ -351,12 +421,13 @@ def run_tag(config: TagConfig, progress: Callable[[TagSummary, int], None] | Non
                 "name": name,
                 "batch_size": config.batch_size,
                 "torch_threads": torch_threads,
+                "support": [ray.put(support.to_arrays())] if support else None,
             },
             compute=ray.data.ActorPoolStrategy(size=config.workers),
             num_cpus=actor_cpus,
             num_gpus=config.gpus_per_worker,
         )
-        assembler = FileAssembler(meta, model_id, config.mode, config.top_k)
+        assembler = FileAssembler(labels, meta.features, model_id, config.mode, config.top_k, threshold)
         written: set[str] = set()
         last_report = 0.0
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):

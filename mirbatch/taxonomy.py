@@ -9,6 +9,10 @@ __all__ = [
     "TAXONOMY",
     "DEFAULT_LABELS",
     "EXTRA_TRAINING_PROGRAMS",
+    "GM_PROGRAM_NAMES",
+    "program_label",
+    "program_instrument",
+    "program_set",
     "instrument",
     "is_reserved_program",
 ]
@@ -98,13 +102,95 @@ EXTRA_TRAINING_PROGRAMS: frozenset[int] = frozenset(
 
 _BY_LABEL = {i.label: i for i in TAXONOMY}
 
+# General MIDI level 1 program names (0-based), snake_case.
+GM_PROGRAM_NAMES: tuple[str, ...] = (
+    "acoustic_grand_piano", "bright_acoustic_piano", "electric_grand_piano", "honky_tonk_piano",
+    "electric_piano_1", "electric_piano_2", "harpsichord", "clavinet",
+    "celesta", "glockenspiel", "music_box", "vibraphone", "marimba", "xylophone", "tubular_bells", "dulcimer",
+    "drawbar_organ", "percussive_organ", "rock_organ", "church_organ", "reed_organ", "accordion", "harmonica",
+    "tango_accordion",
+    "nylon_guitar", "steel_guitar", "jazz_guitar", "clean_guitar", "muted_guitar", "overdriven_guitar",
+    "distortion_guitar", "guitar_harmonics",
+    "acoustic_bass", "finger_bass", "pick_bass", "fretless_bass", "slap_bass_1", "slap_bass_2", "synth_bass_1",
+    "synth_bass_2",
+    "violin", "viola", "cello", "contrabass", "tremolo_strings", "pizzicato_strings", "orchestral_harp", "timpani",
+    "string_ensemble_1", "string_ensemble_2", "synth_strings_1", "synth_strings_2", "choir_aahs", "voice_oohs",
+    "synth_voice", "orchestra_hit",
+    "trumpet", "trombone", "tuba", "muted_trumpet", "french_horn", "brass_section", "synth_brass_1",
+    "synth_brass_2",
+    "soprano_sax", "alto_sax", "tenor_sax", "baritone_sax", "oboe", "english_horn", "bassoon", "clarinet",
+    "piccolo", "flute", "recorder", "pan_flute", "blown_bottle", "shakuhachi", "whistle", "ocarina",
+    "lead_square", "lead_sawtooth", "lead_calliope", "lead_chiff", "lead_charang", "lead_voice", "lead_fifths",
+    "lead_bass",
+    "pad_new_age", "pad_warm", "pad_polysynth", "pad_choir", "pad_bowed", "pad_metallic", "pad_halo", "pad_sweep",
+    "fx_rain", "fx_soundtrack", "fx_crystal", "fx_atmosphere", "fx_brightness", "fx_goblins", "fx_echoes",
+    "fx_sci_fi",
+    "sitar", "banjo", "shamisen", "koto", "kalimba", "bagpipe", "fiddle", "shanai",
+    "tinkle_bell", "agogo", "steel_drums", "woodblock", "taiko_drum", "melodic_tom", "synth_drum", "reverse_cymbal",
+    "guitar_fret_noise", "breath_noise", "seashore", "bird_tweet", "telephone_ring", "helicopter", "applause",
+    "gunshot",
+)  # fmt: skip
+
+# Playing range and sustain per GM family (program // 8), refined for programs that differ.
+_FAMILY_RANGES: tuple[tuple[int, int, bool], ...] = (
+    (21, 108, False), (53, 96, False), (36, 96, True), (40, 86, False),
+    (28, 60, False), (36, 96, True), (36, 84, True), (40, 84, True),
+    (44, 84, True), (60, 96, True), (48, 96, True), (36, 84, True),
+    (36, 84, True), (48, 84, False), (48, 84, False), (48, 84, False),
+)  # fmt: skip
+_PROGRAM_RANGES: dict[int, tuple[int, int, bool]] = {
+    45: (36, 88, False), 46: (24, 103, False), 47: (40, 57, False), 55: (48, 84, False),
+    58: (28, 58, True), 70: (34, 72, True), 72: (74, 108, True), 109: (55, 77, True), 110: (55, 96, True),
+    111: (55, 84, True), 116: (36, 60, False),
+}  # fmt: skip
+
+
+def program_label(program: int) -> str:
+    """Label of a single GM program rendered as its own class, e.g. ``gm006_harpsichord``."""
+    return f"gm{program:03d}_{GM_PROGRAM_NAMES[program]}"
+
+
+def program_instrument(program: int) -> Instrument:
+    """A GM program as an instrument of its own (label from ``program_label``)."""
+    if not 0 <= program < 128:
+        raise KeyError(f"GM program {program} is out of range 0-127")
+    low, high, sustained = _PROGRAM_RANGES.get(program, _FAMILY_RANGES[program // 8])
+    return Instrument(program_label(program), (program,), low, high, sustained)
+
+
+def program_set(spec: str) -> tuple[int, ...]:
+    """Parse a program selection: ``extra`` (programs allowed for training the matcher), ``reserved``
+    (held out for one-shot evaluation), or comma-separated numbers and ranges (``4,6,80-87``)."""
+    spec = spec.strip().lower()
+    if spec == "extra":
+        return tuple(sorted(EXTRA_TRAINING_PROGRAMS))
+    if spec == "reserved":
+        return tuple(p for p in range(128) if is_reserved_program(p))
+    programs: list[int] = []
+    for part in spec.split(","):
+        low, _, high = part.strip().partition("-")
+        try:
+            programs.extend(range(int(low), int(high or low) + 1))
+        except ValueError:
+            raise ValueError(f"bad program list {spec!r}: use extra, reserved, or numbers like 4,6,80-87") from None
+    if not all(0 <= p < 128 for p in programs):
+        raise ValueError(f"GM programs are 0-127; got {spec!r}")
+    return tuple(dict.fromkeys(programs))
+
 
 def instrument(label: str) -> Instrument:
-    """Return the taxonomy entry for ``label``; raise ``KeyError`` naming the valid labels."""
-    try:
+    """Return the taxonomy entry for ``label`` (or a GM program label such as ``gm006_harpsichord``);
+    raise ``KeyError`` naming the valid labels."""
+    if label in _BY_LABEL:
         return _BY_LABEL[label]
-    except KeyError:
-        raise KeyError(f"unknown label {label!r}; the taxonomy has: {', '.join(DEFAULT_LABELS)}") from None
+    if label.startswith("gm") and label[2:5].isdigit() and int(label[2:5]) < 128:
+        program = int(label[2:5])
+        if label == program_label(program):
+            return program_instrument(program)
+    raise KeyError(
+        f"unknown label {label!r}; the taxonomy has: {', '.join(DEFAULT_LABELS)}, "
+        "and single GM programs are named like gm006_harpsichord"
+    )
 
 
 def is_reserved_program(program: int) -> bool:

@@ -22,7 +22,7 @@ import math
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,9 +36,18 @@ from mirbatch.aggregate import active_patches
 from mirbatch.audio import DecodeError, decode
 from mirbatch.augment import AugmentConfig, augment_clip
 from mirbatch.baseline import MfccSvm, stats_for
-from mirbatch.datasets.layouts import LabelledFile, load_dataset, split_by_file
-from mirbatch.features import FeatureConfig, MelConfig, feature_config_from_dict, make_featurizer, resize_patches
-from mirbatch.models import CheckpointMeta, build_model, save_checkpoint
+from mirbatch.datasets.layouts import LabelledFile, load_dataset, split_by_file, split_by_label
+from mirbatch.features import (
+    FeatureConfig,
+    MelConfig,
+    ScalogramConfig,
+    feature_config_from_dict,
+    make_featurizer,
+    resize_patches,
+)
+from mirbatch.matching import calibrate_threshold, embed_patches, file_score_matrix, run_episodes
+from mirbatch.models import CheckpointMeta, Matcher, build_model, count_parameters, is_matcher, save_checkpoint
+from mirbatch.taxonomy import is_reserved_program
 
 __all__ = [
     "EpochMetrics",
@@ -47,6 +56,7 @@ __all__ = [
     "augment_patches",
     "build_cache",
     "build_patch_set",
+    "default_features",
     "latest_checkpoint",
     "predict_files",
     "train",
@@ -68,9 +78,13 @@ class TrainConfig:
         Registered architecture name.
     labels : tuple of str or None
         Labels to train; None takes every label found.
-    epochs, batch_size, lr : training schedule (global batch; RMSprop per the seed paper).
+    epochs, batch_size : training schedule (global batch).
+    lr : float or None
+        Learning rate; None takes the seed papers' (RMSprop 1e-3 for CNNs, Adam 6e-4 for ``siamese``,
+        5e-4 for ``residual-siamese``).
     val_fraction : float
-        Share of files held out for validation (split by file).
+        Share held out for validation: of the files for a classifier, of the labels for a matcher
+        (a one-shot matcher is validated on instruments it never trained on).
     patience : int
         Epochs without a better validation file accuracy before stopping early.
     seed : int
@@ -87,7 +101,7 @@ class TrainConfig:
     labels: tuple[str, ...] | None = None
     epochs: int = 30
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float | None = None
     val_fraction: float = 0.15
     patience: int = 8
     seed: int = 0
@@ -96,12 +110,24 @@ class TrainConfig:
     workers: int = 1
     use_gpu: bool = False
 
+    @property
+    def learning_rate(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return {"siamese": 6e-4, "residual-siamese": 5e-4}.get(self.architecture, 1e-3)
+
+    @property
+    def split(self) -> str:
+        """``label`` for matchers, ``file`` for classifiers."""
+        return "label" if is_matcher(self.architecture) else "file"
+
     def cache_key(self, files: Sequence[LabelledFile]) -> str:
         """What the cached features depend on: files, labels, split, features, augmentation, seed."""
         payload = {
             "files": [(f.path, f.label) for f in files],
             "labels": list(self.labels or ()),
             "val_fraction": self.val_fraction,
+            "split": self.split,
             "seed": self.seed,
             "features": self.features.to_dict(),
             "augment": self.augment.to_dict(),
@@ -339,9 +365,19 @@ def build_cache(
     for root in config.data:
         files.extend(load_dataset(Path(root), config.labels))
     labels = tuple(config.labels) if config.labels else tuple(sorted({f.label for f in files}))
-    train_files, val_files = split_by_file(files, config.val_fraction, config.seed)
+    reserved = sorted(label for label in labels if _reserved_label(label))
+    if reserved:
+        raise ValueError(
+            f"labels {', '.join(reserved)} are GM programs reserved for one-shot evaluation (DESIGN.md); "
+            "no training may use them: drop those folders or pass --labels"
+        )
+    splitter = split_by_label if config.split == "label" else split_by_file
+    train_files, val_files = splitter(files, config.val_fraction, config.seed)
     if not train_files or not val_files:
-        raise ValueError(f"need files on both sides of the split; got {len(train_files)} train, {len(val_files)} val")
+        raise ValueError(
+            f"need files on both sides of the split; got {len(train_files)} train, {len(val_files)} val"
+            + (" (a matcher splits by label: give it at least two labels)" if config.split == "label" else "")
+        )
     target = cache_dir / config.cache_key(files)
     if (target / "done.json").exists():
         log_line(f"features: reusing the cache in {target}")
@@ -366,6 +402,83 @@ def build_cache(
         f"built in {time.perf_counter() - started:.0f}s"
     )
     return labels, target
+
+
+def default_features(architecture: str, kind: str | None = None, wavelet: str = "morse") -> FeatureConfig:
+    """Feature config for training ``architecture``: ``kind`` mel or scalogram (default: mel for
+    classifiers, scalogram for matchers, as in the seed papers). Matchers take 96x96 inputs (the
+    patches' native 96 frequency rows), which keeps them fast."""
+    kind = kind or ("scalogram" if is_matcher(architecture) else "mel")
+    config: FeatureConfig
+    if kind == "scalogram":
+        config = ScalogramConfig(wavelet=wavelet)
+    elif kind == "mel":
+        config = MelConfig()
+    else:
+        raise ValueError(f"unknown features {kind!r}: use mel or scalogram")
+    return replace(config, input_size=(96, 96)) if is_matcher(architecture) else config
+
+
+def _reserved_label(label: str) -> bool:
+    """Whether ``label`` names a single reserved GM program (``gm009_glockenspiel``)."""
+    return label.startswith("gm") and label[2:5].isdigit() and is_reserved_program(int(label[2:5]))
+
+
+def _pk_batch(groups: list[np.ndarray], size: int, rng: np.random.Generator, per_label: int = 4) -> torch.Tensor:
+    """A matcher batch: ``size // per_label`` labels, ``per_label`` patches each (indices into the set).
+
+    Every batch then holds same-label pairs (across files and libraries) and different-label pairs.
+    """
+    n_labels = min(len(groups), max(2, size // per_label))
+    chosen = rng.choice(len(groups), size=n_labels, replace=False)
+    return torch.from_numpy(np.concatenate([rng.choice(groups[g], size=per_label) for g in chosen]))
+
+
+def _pair_loss(logits: torch.Tensor, targets: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+    """Balanced binary cross-entropy over every pair of a batch's all-pairs logits [shape=(b, b)].
+
+    Positives: same label, different file (two patches of one file are trivially alike). Negatives:
+    different labels. Both sides weigh half, whatever their counts.
+    """
+    same = targets[:, None] == targets[None, :]
+    positive = same & (owner[:, None] != owner[None, :])
+    negative = ~same
+    loss = logits.new_zeros(())
+    for mask, value in ((positive, 1.0), (negative, 0.0)):
+        if mask.any():
+            chosen = logits[mask]
+            loss = loss + 0.5 * F.binary_cross_entropy_with_logits(chosen, torch.full_like(chosen, value))
+    return loss
+
+
+def matcher_file_scores(
+    model: torch.nn.Module, features: FeatureConfig, patches: PatchSet
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every clean file of ``patches`` scored against every other as a one-shot support.
+
+    Returns (file scores [shape=(files, files)], file label names [shape=(files,)]).
+    """
+    if not isinstance(model, Matcher):
+        raise TypeError(f"{type(model).__name__} is not a matcher")
+    model.eval()
+    use = patches.active & (patches.variant == 0)
+    emb = embed_patches(model, features, patches.inputs[torch.from_numpy(use)])
+    owner = patches.owner[use]
+    n = len(patches.files)
+    scores = file_score_matrix(model.head, emb, owner, n, emb, owner, n)
+    return scores, np.array([f.label for f in patches.files])
+
+
+def _validate_matcher(model: torch.nn.Module, features: FeatureConfig, val_set: PatchSet) -> tuple[float, float]:
+    """(balanced same/different accuracy of file pairs at score 0.5, 5-way 1-shot episode accuracy)."""
+    scores, labels = matcher_file_scores(model, features, val_set)
+    same = labels[:, None] == labels[None, :]
+    off_diagonal = ~np.eye(len(labels), dtype=bool)
+    tpr = float((scores[same & off_diagonal] >= 0.5).mean())
+    tnr = float((scores[~same] < 0.5).mean())
+    n_way = min(5, len(set(labels)))
+    episodes = run_episodes(scores, labels, labels, n_way, 1, episodes=300, seed=0)
+    return (tpr + tnr) / 2, episodes.mean
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
@@ -404,8 +517,13 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     cache = Path(loop_config["cache"])
     train_set, val_set = PatchSet.load(cache / "train.npz"), PatchSet.load(cache / "val.npz")
     labels = loop_config["labels"]
+    matcher = is_matcher(loop_config["architecture"])
     model = build_model(loop_config["architecture"], len(labels))
-    optimizer = torch.optim.RMSprop(model.parameters(), lr=loop_config["lr"])
+    optimizer: torch.optim.Optimizer = (
+        torch.optim.Adam(model.parameters(), lr=loop_config["lr"])
+        if matcher
+        else torch.optim.RMSprop(model.parameters(), lr=loop_config["lr"])
+    )
     start_epoch, history, best_acc, best_epoch = 1, [], -1.0, 0
     best_state = {k: v.clone() for k, v in model.state_dict().items()}
     # This attempt's own latest checkpoint (after a worker failure), else an earlier attempt's.
@@ -425,6 +543,8 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     per_worker_batch = max(1, loop_config["batch_size"] // world)
     clean = np.nonzero(train_set.active & (train_set.variant == 0))[0]
     pool = torch.from_numpy(np.nonzero(train_set.active)[0])
+    pool_targets = train_set.targets[pool].numpy()
+    groups = [pool.numpy()[pool_targets == t] for t in np.unique(pool_targets)]
     val_files = np.arange(len(val_set.files))
     my_val = val_files[val_files % world == rank]
     val_mask = np.isin(val_set.owner, my_val)
@@ -445,30 +565,43 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         model.train()
         total, seen = 0.0, 0
         steps = math.ceil(len(clean) / world / per_worker_batch)
+        rng = np.random.default_rng([loop_config["seed"], epoch, rank])
         for step in range(steps):  # every rank runs the same number of steps (DDP all-reduces each)
-            idx = order[step * per_worker_batch : (step + 1) * per_worker_batch]
-            if len(idx) == 0:
-                idx = order[:per_worker_batch]
+            if matcher:
+                idx = _pk_batch(groups, per_worker_batch, rng)
+            else:
+                idx = order[step * per_worker_batch : (step + 1) * per_worker_batch]
+                if len(idx) == 0:
+                    idx = order[:per_worker_batch]
             x = resize_patches(augment_patches(train_set.inputs[idx].float(), generator), features).to(device)
-            loss = F.cross_entropy(model(x), train_set.targets[idx].to(device))
+            if matcher:
+                owner = torch.from_numpy(train_set.owner[idx.numpy()]).to(device)
+                loss = _pair_loss(model(x), train_set.targets[idx].to(device), owner)
+            else:
+                loss = F.cross_entropy(model(x), train_set.targets[idx].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             total += loss.item() * len(idx)
             seen += len(idx)
-        patch_probs, file_scores = predict_files(_unwrap(model), features, my_val_set)
-        use = my_val_set.active
-        patch_hits = float((patch_probs.argmax(1) == my_val_set.targets.numpy())[use].sum())
-        file_targets = np.array([labels.index(f.label) for f in val_set.files])
-        file_hits = float((file_scores.argmax(1) == file_targets)[my_val].sum())
-        counts = torch.tensor([patch_hits, float(use.sum()), file_hits, float(len(my_val)), total, float(seen)])
+        if matcher:  # every rank scores the whole (small) validation set with the same weights
+            pair_acc, episode_acc = _validate_matcher(_unwrap(model), features, val_set)
+            scaled = [pair_acc * world, float(world), episode_acc * world, float(world)]
+            counts = torch.tensor([*scaled, total, float(seen)])
+        else:
+            patch_probs, file_scores = predict_files(_unwrap(model), features, my_val_set)
+            use = my_val_set.active
+            patch_hits = float((patch_probs.argmax(1) == my_val_set.targets.numpy())[use].sum())
+            file_targets = np.array([labels.index(f.label) for f in val_set.files])
+            file_hits = float((file_scores.argmax(1) == file_targets)[my_val].sum())
+            counts = torch.tensor([patch_hits, float(use.sum()), file_hits, float(len(my_val)), total, float(seen)])
         if world > 1:
             torch.distributed.all_reduce(counts)
         patch_acc, file_acc = float(counts[0] / counts[1]), float(counts[2] / counts[3])
         metrics = EpochMetrics(epoch, float(counts[4] / counts[5]), patch_acc, file_acc, time.perf_counter() - started)
         history.append(asdict(metrics))
         if rank == 0:
-            _log_epoch(history[-1], print)
+            _log_epoch(history[-1], print, matcher)
         if file_acc > best_acc:
             best_acc, best_epoch = file_acc, epoch
             best_state = {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()}
@@ -489,10 +622,11 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             break
 
 
-def _log_epoch(metrics: dict[str, Any], log_line: Callable[[str], None]) -> None:
+def _log_epoch(metrics: dict[str, Any], log_line: Callable[[str], None], matcher: bool) -> None:
+    names = ("val pair acc", "val 5-way 1-shot") if matcher else ("val patch acc", "val file acc")
     log_line(
-        f"epoch {metrics['epoch']:3d}  loss {metrics['train_loss']:.4f}  val patch acc "
-        f"{metrics['val_patch_accuracy']:.3f}  val file acc {metrics['val_file_accuracy']:.3f}  "
+        f"epoch {metrics['epoch']:3d}  loss {metrics['train_loss']:.4f}  {names[0]} "
+        f"{metrics['val_patch_accuracy']:.3f}  {names[1]} {metrics['val_file_accuracy']:.3f}  "
         f"({metrics['seconds']:.0f}s)"
     )
 
@@ -558,7 +692,7 @@ def train(
         "cache": str(cache_dir),
         "epochs": config.epochs,
         "batch_size": config.batch_size,
-        "lr": config.lr,
+        "lr": config.learning_rate,
         "patience": config.patience,
         "seed": config.seed,
         "threads": max(1, cpus // config.workers),
@@ -591,27 +725,45 @@ def train(
         best = load_file(str(Path(directory) / "best.safetensors"))
     model = build_model(config.architecture, len(labels))
     model.load_state_dict(best)
-    train_set = PatchSet.load(cache_dir / "train.npz")
-    file_targets = np.array([labels.index(f.label) for f in train_set.files])
-    baseline = MfccSvm.fit(train_set.file_stats, file_targets)
     best_metrics = state["history"][state["best_epoch"] - 1]
-    summary = {
+    summary: dict[str, Any] = {
         "best_epoch": state["best_epoch"],
         "val_file_accuracy": round(state["best_acc"], 4),
         "val_patch_accuracy": round(best_metrics["val_patch_accuracy"], 4),
         "epochs_run": len(state["history"]),
+        "parameters": count_parameters(model),
     }
+    extra: dict[str, torch.Tensor] | None = None
+    trained_labels = labels
+    if is_matcher(config.architecture):
+        # The unknown threshold: the file-pair score that best separates same from different
+        # instruments among the validation labels (never trained on).
+        val_set = PatchSet.load(cache_dir / "val.npz")
+        scores, file_labels = matcher_file_scores(model, config.features, val_set)
+        same = file_labels[:, None] == file_labels[None, :]
+        off_diagonal = ~np.eye(len(file_labels), dtype=bool)
+        threshold = calibrate_threshold(scores[same & off_diagonal], scores[~same])
+        summary.update(unknown_threshold=round(threshold, 4), val_labels=sorted(set(file_labels.tolist())))
+        summary["validation"] = (
+            "val_file_accuracy: 5-way 1-shot episodes over the validation labels; val_patch_accuracy: "
+            "balanced same/different accuracy of validation file pairs at score 0.5"
+        )
+        trained_labels = tuple(label for label in labels if label not in set(summary["val_labels"]))
+    else:
+        train_set = PatchSet.load(cache_dir / "train.npz")
+        file_targets = np.array([labels.index(f.label) for f in train_set.files])
+        extra = MfccSvm.fit(train_set.file_stats, file_targets).to_tensors()
     meta = CheckpointMeta(
         architecture=config.architecture,
-        labels=labels,
+        labels=trained_labels,
         features=config.features,
         training={
             "data": [_describe_dataset(Path(d)) for d in config.data],
             "files": json.loads((cache_dir / "done.json").read_text())["train_files"],
             "epochs": len(state["history"]),
             "batch_size": config.batch_size,
-            "lr": config.lr,
-            "optimizer": "rmsprop",
+            "lr": config.learning_rate,
+            "optimizer": "adam" if is_matcher(config.architecture) else "rmsprop",
             "seed": config.seed,
             "split": f"by file, {config.val_fraction:.0%} validation",
             "augment": config.augment.to_dict(),
@@ -619,7 +771,7 @@ def train(
         },
         metrics=summary,
     )
-    save_checkpoint(out, model, meta, extra=baseline.to_tensors())
+    save_checkpoint(out, model, meta, extra=extra)
     history_path = out.with_suffix(".history.json")
     history_path.write_text(json.dumps(state["history"], indent=2) + "\n")
     return out, {**summary, "history": state["history"], "run_dir": str(run_dir)}

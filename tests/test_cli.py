@@ -27,7 +27,9 @@ COMMANDS = _commands(main)
 
 
 def test_expected_commands_exist() -> None:
-    assert {("tag",), ("train",), ("eval",), ("data", "render"), ("show",)} <= set(COMMANDS)
+    expected = {("tag",), ("train",), ("eval",), ("data", "render"), ("show",)}
+    expected |= {("support", "add"), ("support", "list"), ("support", "remove")}
+    assert expected <= set(COMMANDS)
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)

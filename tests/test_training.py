@@ -159,3 +159,41 @@ def test_a_scalogram_model_trains_and_tags(small_data: Path, tmp_path: Path) -> 
     assert df["model"].str.startswith("scal@").all()
     with pytest.raises(ValueError, match="trained on scalogram features"):
         run_tag(TagConfig(sources=(str(small_data),), out=str(tmp_path / "o2"), model=str(path), features="mel"))
+
+
+@pytest.mark.slow
+def test_a_matcher_trains_on_pairs_and_evaluates_on_unseen_labels(tmp_path: Path) -> None:
+    """``train --model residual-siamese`` on Ray Train, validated on labels it never sees, then
+    ``eval --n-way`` on other labels beside the MFCC nearest-neighbour baseline."""
+    train_labels = ("flute", "tuba", "piano", "trumpet", "gm014_tubular_bells", "gm032_acoustic_bass")
+    data, held = tmp_path / "pairs", tmp_path / "held"
+    render_dataset(RenderConfig("timgm6mb", per_class=10, seed=6, labels=train_labels), data)
+    render_dataset(RenderConfig("fluidr3", per_class=6, seed=7, labels=("violin", "organ", "bassoon")), held)
+    out = tmp_path / "matcher.safetensors"
+    runner = CliRunner()
+    args = [
+        "train", "--model", "residual-siamese", "--features", "mel", "--data", str(data), "--out", str(out),
+        "--epochs", "4", "--val-fraction", "0.34", "--augment-copies", "0", "--storage", str(tmp_path / "runs"),
+    ]  # fmt: skip
+    result = runner.invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    checkpoint = load_checkpoint(str(out))
+    val_labels = checkpoint.meta.metrics["val_labels"]
+    assert len(val_labels) == 2 and not set(val_labels) & set(checkpoint.meta.labels)  # split by label
+    assert set(checkpoint.meta.labels) | set(val_labels) == set(train_labels)
+    assert 0.0 < checkpoint.meta.metrics["unknown_threshold"] < 1.0
+    assert checkpoint.meta.training["optimizer"] == "adam" and checkpoint.meta.training["lr"] == 5e-4
+    eval_args = ["eval", "--model", str(out), "--data", str(held), "--n-way", "2", "--episodes", "50"]
+    evaluated = runner.invoke(main, [*eval_args, "--report", str(tmp_path / "rep")])
+    assert evaluated.exit_code == 0, evaluated.output
+    report = json.loads((tmp_path / "rep" / "episodes.json").read_text())
+    (row,) = report["results"]
+    assert (row["n_way"], row["k_shot"], row["episodes"]) == (2, 1, 50)
+    assert 0.0 <= row["accuracy"] <= 1.0 and 0.0 <= row["baseline_accuracy"] <= 1.0
+    assert "MFCC-NN baseline" in evaluated.output and not report["seen_in_training"]
+
+
+def test_reserved_programs_are_never_trained_on(tmp_path: Path) -> None:
+    render_dataset(RenderConfig("timgm6mb", per_class=2, seed=1, labels=("flute", "gm009_glockenspiel")), tmp_path)
+    with pytest.raises(ValueError, match="reserved for one-shot evaluation"):
+        train(_config(tmp_path), tmp_path / "m.safetensors", storage=str(tmp_path / "runs"))

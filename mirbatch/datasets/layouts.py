@@ -30,6 +30,7 @@ __all__ = [
     "load_dataset",
     "nsynth_dataset",
     "split_by_file",
+    "split_by_label",
 ]
 
 IRMAS_LABELS: dict[str, str] = {
@@ -153,3 +154,20 @@ def split_by_file(
         u = int.from_bytes(hashlib.sha256(key).digest()[:8], "little") / 2**64
         (val if u < val_fraction else train).append(f)
     return train, val
+
+
+def split_by_label(
+    files: list[LabelledFile], val_fraction: float, seed: int = 0
+) -> tuple[list[LabelledFile], list[LabelledFile]]:
+    """Split into (train, validation) by label: validation labels are never trained on, which is what
+    a one-shot matcher must be validated on. At least one label lands on each side when there are
+    two or more; the choice depends only on the label names and ``seed``."""
+    labels = sorted({f.label for f in files})
+
+    def rank(label: str) -> float:
+        return int.from_bytes(hashlib.sha256(f"{seed}:{label}".encode()).digest()[:8], "little") / 2**64
+
+    by_rank = sorted(labels, key=rank)
+    n_val = min(len(labels) - 1, max(1, round(val_fraction * len(labels)))) if len(labels) > 1 else 0
+    val_labels = set(by_rank[:n_val])
+    return [f for f in files if f.label not in val_labels], [f for f in files if f.label in val_labels]

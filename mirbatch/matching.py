@@ -1,0 +1,273 @@
+"""One-shot matching: embeddings scored against support examples, episodes, thresholds.
+
+A support *shot* is one enrolled file, stored as the embeddings of its sounding patches. A query
+patch's score for a shot is the Siamese score of its best-matching patch of that shot (max over the
+shot's patches: a shot holds several notes, the query needs to resemble one of them); a label's
+score is the mean over the label's shots; a file's score is the mean over its sounding patches.
+``tag --mode match``, episodic evaluation and threshold calibration all use these functions, so
+their numbers describe the same computation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from mirbatch.features import FeatureConfig, resize_patches
+from mirbatch.models import Matcher, WeightedL1Head
+
+__all__ = [
+    "SupportSet",
+    "embed_patches",
+    "score_against_support",
+    "file_score_matrix",
+    "EpisodeResult",
+    "run_episodes",
+    "calibrate_threshold",
+]
+
+_CHUNK = 4096  # support embeddings scored at once: bounds memory at queries x chunk floats
+
+
+@dataclass(frozen=True)
+class SupportSet:
+    """Support embeddings grouped by shot and label, ready for scoring.
+
+    Attributes
+    ----------
+    embeddings : torch.Tensor [shape=(n, dim), dtype=float32]
+        One row per sounding patch of every shot.
+    shot : torch.Tensor [shape=(n,), dtype=int64]
+        Shot (enrolled file) index of each row, in ``0 .. n_shots - 1``.
+    shot_label : torch.Tensor [shape=(n_shots,), dtype=int64]
+        Label index of each shot.
+    labels : tuple of str
+    """
+
+    embeddings: torch.Tensor
+    shot: torch.Tensor
+    shot_label: torch.Tensor
+    labels: tuple[str, ...]
+
+    @classmethod
+    def build(cls, embeddings: np.ndarray, shot_ids: Sequence[str], labels: Sequence[str]) -> SupportSet:
+        """From per-row embeddings [shape=(n, dim)], shot ids and labels (one per row)."""
+        if len(embeddings) == 0:
+            raise ValueError("the support library is empty: enroll examples with 'mirbatch support add'")
+        label_names = tuple(sorted(set(labels)))
+        shot_index: dict[str, int] = {}
+        shot_label: list[int] = []
+        shot = np.empty(len(shot_ids), dtype=np.int64)
+        for i, (s, label) in enumerate(zip(shot_ids, labels, strict=True)):
+            if s not in shot_index:
+                shot_index[s] = len(shot_index)
+                shot_label.append(label_names.index(label))
+            shot[i] = shot_index[s]
+        return cls(
+            torch.from_numpy(np.array(embeddings, dtype=np.float32)),  # a copy: inputs may be read-only
+            torch.from_numpy(shot),
+            torch.tensor(shot_label, dtype=torch.int64),
+            label_names,
+        )
+
+    def to_arrays(self) -> dict[str, Any]:
+        """Plain arrays (how the driver ships a support set to actors)."""
+        return {
+            "embeddings": self.embeddings.numpy(),
+            "shot": self.shot.numpy(),
+            "shot_label": self.shot_label.numpy(),
+            "labels": list(self.labels),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, Any]) -> SupportSet:
+        return cls(
+            torch.from_numpy(np.array(arrays["embeddings"], dtype=np.float32)),
+            torch.from_numpy(np.array(arrays["shot"], dtype=np.int64)),
+            torch.from_numpy(np.array(arrays["shot_label"], dtype=np.int64)),
+            tuple(arrays["labels"]),
+        )
+
+    @property
+    def n_shots(self) -> int:
+        return len(self.shot_label)
+
+    def to(self, device: str | torch.device) -> SupportSet:
+        return SupportSet(self.embeddings.to(device), self.shot.to(device), self.shot_label.to(device), self.labels)
+
+
+def embed_patches(model: Matcher, features: FeatureConfig, inputs: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Embed unresized patches [shape=(n, 1, rows, columns)] -> [shape=(n, dim), dtype=float32] on the CPU."""
+    device = next(model.parameters()).device
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(inputs), batch_size):
+            x = resize_patches(inputs[start : start + batch_size].float().to(device), features)
+            out.append(model.embed(x).float().cpu())
+    dim = model.head.weight.numel()
+    return torch.cat(out) if out else torch.zeros(0, dim)
+
+
+def _best_per_shot(
+    head: WeightedL1Head, queries: torch.Tensor, support: SupportSet, chunk: int = _CHUNK
+) -> torch.Tensor:
+    """Max logit over each shot's patches: [shape=(queries, n_shots)], ``chunk`` support rows at a time."""
+    best = torch.full((len(queries), support.n_shots), -torch.inf, device=queries.device)
+    for start in range(0, len(support.embeddings), chunk):
+        logits = head.cross_logits(queries, support.embeddings[start : start + chunk])
+        index = support.shot[start : start + chunk].expand(len(queries), -1)
+        best.scatter_reduce_(1, index, logits, reduce="amax")
+    return best
+
+
+def score_against_support(
+    head: WeightedL1Head, queries: torch.Tensor, support: SupportSet, chunk: int = _CHUNK
+) -> torch.Tensor:
+    """Label scores of query patches.
+
+    Parameters
+    ----------
+    head : WeightedL1Head
+        The matcher's scoring head.
+    queries : torch.Tensor [shape=(q, dim)]
+        Query patch embeddings (same device as ``support``).
+    support : SupportSet
+    chunk : int
+        Support rows scored at once: memory stays at ``q x chunk`` scores however large the library.
+
+    Returns
+    -------
+    torch.Tensor [shape=(q, len(support.labels))]
+        Per label, the mean over its shots of the best patch score (a probability in [0, 1]).
+    """
+    with torch.inference_mode():
+        shot_scores = torch.sigmoid(_best_per_shot(head, queries, support, chunk))
+        sums = torch.zeros(len(queries), len(support.labels), device=queries.device)
+        sums.index_add_(1, support.shot_label, shot_scores)
+        counts = torch.bincount(support.shot_label, minlength=len(support.labels)).clamp(min=1)
+        return sums / counts
+
+
+def file_score_matrix(
+    head: WeightedL1Head,
+    query_emb: torch.Tensor,
+    query_owner: np.ndarray,
+    n_query_files: int,
+    shot_emb: torch.Tensor,
+    shot_owner: np.ndarray,
+    n_shot_files: int,
+) -> np.ndarray:
+    """File-against-file scores: for every query file and every candidate shot file, the mean over the
+    query's patches of the best shot-patch score. [shape=(n_query_files, n_shot_files)]
+
+    ``*_owner`` [shape=(patches,)] give each embedding row's file index.
+    """
+    support = SupportSet(
+        shot_emb,
+        torch.from_numpy(np.asarray(shot_owner, dtype=np.int64)),
+        torch.zeros(n_shot_files, dtype=torch.int64),
+        ("",),
+    )
+    with torch.inference_mode():
+        patch_scores = torch.sigmoid(_best_per_shot(head, query_emb, support)).numpy()
+    sums = np.zeros((n_query_files, n_shot_files))
+    np.add.at(sums, np.asarray(query_owner), patch_scores)
+    counts = np.bincount(np.asarray(query_owner), minlength=n_query_files)
+    return sums / np.maximum(counts, 1)[:, None]
+
+
+@dataclass(frozen=True)
+class EpisodeResult:
+    """Accuracy over few-shot episodes."""
+
+    n_way: int
+    k_shot: int
+    episodes: int
+    accuracies: np.ndarray  # [shape=(episodes,)]
+
+    @property
+    def mean(self) -> float:
+        return float(self.accuracies.mean())
+
+    @property
+    def ci95(self) -> float:
+        """Half-width of the 95% confidence interval of the mean (normal approximation)."""
+        if len(self.accuracies) < 2:
+            return float("nan")
+        return float(1.96 * self.accuracies.std(ddof=1) / np.sqrt(len(self.accuracies)))
+
+
+def run_episodes(
+    scores: np.ndarray,
+    query_labels: Sequence[str] | np.ndarray,
+    shot_labels: Sequence[str] | np.ndarray,
+    n_way: int,
+    k_shot: int,
+    episodes: int,
+    queries_per_label: int = 5,
+    same_pool: bool = True,
+    seed: int = 0,
+) -> EpisodeResult:
+    """N-way K-shot episodes over a precomputed file score matrix.
+
+    Each episode draws ``n_way`` labels, ``k_shot`` shot files and up to ``queries_per_label`` query
+    files per label (distinct from the shots when queries and shots come from one pool), and predicts
+    each query's label as the best mean score over a label's shots.
+
+    Parameters
+    ----------
+    scores : np.ndarray [shape=(query files, shot files)]
+        Higher is more similar (Siamese scores, or negative distances for a baseline).
+    query_labels, shot_labels : sequence of str
+        Label of each row and each column of ``scores``.
+    same_pool : bool
+        Rows and columns are the same files (then a file is never its own shot).
+    """
+    rng = np.random.default_rng(seed)
+    q_labels, s_labels = np.asarray(query_labels), np.asarray(shot_labels)
+    need_q = 1 + (k_shot if same_pool else 0)
+    usable = sorted(
+        label
+        for label in set(q_labels) & set(s_labels)
+        if (q_labels == label).sum() >= need_q and (s_labels == label).sum() >= k_shot
+    )
+    if len(usable) < n_way:
+        raise ValueError(
+            f"{n_way}-way {k_shot}-shot episodes need {n_way} labels with at least {need_q} files each; "
+            f"the data has {len(usable)} such labels"
+        )
+    accuracies = np.empty(episodes)
+    for e in range(episodes):
+        chosen = rng.choice(usable, size=n_way, replace=False)
+        shots: list[np.ndarray] = []
+        queries: list[tuple[int, int]] = []  # (query row, true way)
+        for way, label in enumerate(chosen):
+            cols = rng.permutation(np.nonzero(s_labels == label)[0])
+            shots.append(cols[:k_shot])
+            rows = np.nonzero(q_labels == label)[0]
+            if same_pool:
+                rows = np.setdiff1d(rows, cols[:k_shot])
+            rows = rng.permutation(rows)[:queries_per_label]
+            queries.extend((int(r), way) for r in rows)
+        rows = np.array([r for r, _ in queries])
+        truth = np.array([w for _, w in queries])
+        label_scores = np.stack([scores[np.ix_(rows, s)].mean(axis=1) for s in shots], axis=1)
+        accuracies[e] = float((label_scores.argmax(axis=1) == truth).mean())
+    return EpisodeResult(n_way, k_shot, episodes, accuracies)
+
+
+def calibrate_threshold(same: np.ndarray, different: np.ndarray) -> float:
+    """The score that best separates same-label from different-label pairs (max balanced accuracy).
+
+    ``same``, ``different`` [shape=(n,)]: scores of same-label and different-label file pairs.
+    """
+    if len(same) == 0 or len(different) == 0:
+        return 0.5
+    candidates = np.unique(np.concatenate([same, different]))
+    tpr = 1.0 - np.searchsorted(np.sort(same), candidates, side="left") / len(same)
+    tnr = np.searchsorted(np.sort(different), candidates, side="left") / len(different)
+    return float(candidates[int(np.argmax(tpr + tnr))])

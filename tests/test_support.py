@@ -1,0 +1,147 @@
+"""Support libraries and ``tag --mode match``: enrollment, safe loading, model checks, the output contract."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.dataset as pads
+import pytest
+from click.testing import CliRunner
+
+from mirbatch.cli import main
+from mirbatch.datasets.render import RenderConfig, render_dataset
+from mirbatch.models import CheckpointMeta, build_model, save_checkpoint
+from mirbatch.output import OUTPUT_SCHEMA
+from mirbatch.support import SUPPORT_FILE, SupportError, SupportLibrary, enroll
+from mirbatch.training import default_features
+
+LABELS = ("gm009_glockenspiel", "gm072_piccolo", "gm105_banjo")
+
+
+def _matcher(path: Path, seed: int, threshold: float = 0.5) -> Path:
+    """An untrained residual-siamese checkpoint (the plumbing does not depend on what it learned)."""
+    import torch
+
+    torch.manual_seed(seed)
+    model = build_model("residual-siamese", 1)
+    meta = CheckpointMeta(
+        architecture="residual-siamese",
+        labels=("train_label",),
+        features=default_features("residual-siamese", "mel"),
+        metrics={"unknown_threshold": threshold},
+    )
+    save_checkpoint(path, model, meta)
+    return path
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder per reserved GM program (instruments outside the taxonomy), two clips each."""
+    root = tmp_path_factory.mktemp("shots")
+    render_dataset(RenderConfig("fluidr3", per_class=2, seed=31, labels=LABELS), root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("matchers")
+    return _matcher(root / "a.safetensors", 0), _matcher(root / "b.safetensors", 1)
+
+
+def test_enroll_list_remove(shots: Path, models: tuple[Path, Path], tmp_path: Path) -> None:
+    lib = tmp_path / "lib"
+    result = enroll(lib, [str(shots)], model=str(models[0]))
+    assert result.files_added == 6 and not result.failed
+    library = SupportLibrary.open(lib, must_exist=True)
+    assert library.labels == sorted(LABELS)
+    assert [files for _, files, _ in library.summary()] == [2, 2, 2]
+    rows = pd.read_parquet(lib / SUPPORT_FILE)  # plain Parquet, one row per sounding patch
+    assert len(rows) == result.patches_added >= 6
+    assert set(rows["model"]) == {result.model}
+    assert {len(e) for e in rows["embedding"]} == {128}
+    assert rows["source"].str.endswith(".wav").all()
+    # Enrolling the same files again adds nothing; one more label from a single file works.
+    again = enroll(lib, [str(shots)], model=str(models[0]))
+    assert again.files_added == 0 and again.files_already_enrolled == 6
+    one = next((shots / LABELS[0]).glob("*.wav"))
+    assert enroll(lib, [str(one)], label="glock", model=str(models[0])).files_added == 1
+    library = SupportLibrary.open(lib)
+    assert "glock" in library.labels
+    smaller, removed = library.remove("glock")
+    smaller.save()
+    assert removed == 1 and SupportLibrary.open(lib).labels == sorted(LABELS)
+
+
+def test_another_model_is_refused_with_the_fix(shots: Path, models: tuple[Path, Path], tmp_path: Path) -> None:
+    lib = tmp_path / "lib"
+    enroll(lib, [str(shots / LABELS[0])], label="x", model=str(models[0]))
+    with pytest.raises(SupportError, match="--model a") as info:
+        enroll(lib, [str(shots / LABELS[1])], label="y", model=str(models[1]))
+    assert "support add NEW_LIB" in str(info.value)
+
+
+def test_classifiers_cannot_enroll(shots: Path, tmp_path: Path) -> None:
+    with pytest.raises(SupportError, match="classifier"):
+        enroll(tmp_path / "lib", [str(shots)], model="cnn-default")
+
+
+def test_malformed_libraries_are_rejected(tmp_path: Path) -> None:
+    (tmp_path / "garbage").mkdir()
+    (tmp_path / "garbage" / SUPPORT_FILE).write_bytes(b"PAR1 not really")
+    with pytest.raises(SupportError, match="not a readable Parquet"):
+        SupportLibrary.open(tmp_path / "garbage")
+    other = tmp_path / "other"
+    other.mkdir()
+    pd.DataFrame({"label": ["a"], "x": [1]}).to_parquet(other / SUPPORT_FILE)
+    with pytest.raises(SupportError, match="missing columns"):
+        SupportLibrary.open(other)
+    with pytest.raises(SupportError, match="support add"):
+        SupportLibrary.open(tmp_path / "absent", must_exist=True)
+
+
+def test_cli_support_commands(shots: Path, models: tuple[Path, Path], tmp_path: Path) -> None:
+    lib = str(tmp_path / "lib")
+    runner = CliRunner()
+    added = runner.invoke(main, ["support", "add", lib, str(shots), "--model", str(models[0])])
+    assert added.exit_code == 0, added.output
+    assert "enrolled 6 files" in added.output
+    listed = runner.invoke(main, ["support", "list", lib])
+    assert listed.exit_code == 0 and all(label in listed.output for label in LABELS)
+    missing = runner.invoke(main, ["support", "remove", lib, "--label", "nope"])
+    assert missing.exit_code != 0 and "has no label 'nope'" in missing.output
+    removed = runner.invoke(main, ["support", "remove", lib, "--label", LABELS[0]])
+    assert removed.exit_code == 0 and "removed 2 files" in removed.output
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_tag_match_writes_the_contract_and_honours_the_threshold(
+    shots: Path, models: tuple[Path, Path], tmp_path: Path
+) -> None:
+    lib = str(tmp_path / "lib")
+    enroll(lib, [str(shots)], model=str(models[0]))
+    runner = CliRunner()
+    base = ["tag", str(shots), "--mode", "match", "--support", lib, "--model", str(models[0])]
+    outputs = {}
+    for threshold in ("0", "1"):
+        out = tmp_path / f"out{threshold}"
+        result = runner.invoke(main, [*base, "--out", str(out), "--unknown-threshold", threshold])
+        assert result.exit_code == 0, result.output
+        table = pads.dataset(out, format="parquet").to_table()
+        for field in OUTPUT_SCHEMA:
+            assert table.schema.field(field.name).type == field.type
+        outputs[threshold] = table.to_pandas()
+    never, always = outputs["0"], outputs["1"]
+    assert len(never) == 6 and never["path"].is_unique
+    assert set(never["mode"]) == {"match"}
+    assert set(never["label"]) <= set(LABELS)  # nothing is below a zero threshold
+    assert set(always["label"]) == {"unknown"}  # no sigmoid score reaches 1
+    # Each file's own patches are in the library: an untrained matcher still finds itself best.
+    own = never["path"].map(lambda p: Path(p).parent.name)
+    assert (never["label"] == own).mean() >= 0.8
+    # Wrong pairings are refused before any work.
+    other = runner.invoke(main, [*base[:-1], str(models[1]), "--out", str(tmp_path / "x")])
+    assert other.exit_code != 0 and "holds embeddings of model a@" in other.output
+    as_classifier = [*base[:-1], "cnn-default", "--out", str(tmp_path / "y")]
+    classifier = runner.invoke(main, as_classifier)
+    assert classifier.exit_code != 0 and "needs a matcher" in classifier.output
