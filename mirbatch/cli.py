@@ -39,6 +39,15 @@ address_option = click.option(
 )
 
 
+s3_endpoint_option = click.option(
+    "--s3-endpoint",
+    default=None,
+    metavar="URL",
+    help="Endpoint of an S3-compatible store (default: $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, or AWS). "
+    "Credentials come from the standard AWS chain.",
+)
+
+
 data_option = click.option(
     "--data",
     "data",
@@ -59,7 +68,8 @@ def main() -> None:
     epilog=_example(
         "mirbatch tag examples/ --out labels/\n"
         "mirbatch tag 'archive/**/*.flac' --out labels/ --workers 2\n"
-        "mirbatch tag archive/ --out matched/ --mode match --support my-instruments/"
+        "mirbatch tag archive/ --out matched/ --mode match --support my-instruments/\n"
+        "mirbatch tag s3://bucket/audio/ bundle.zip --out s3://bucket/labels/ --s3-endpoint http://127.0.0.1:9000"
     )
 )
 @click.argument("sources", nargs=-1, required=True)
@@ -94,6 +104,7 @@ def main() -> None:
 @address_option
 @click.option("--no-resume", is_flag=True, help="Discard earlier output in --out and start over.")
 @click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True, help="Labels kept in top_labels.")
+@s3_endpoint_option
 def tag(
     sources: tuple[str, ...],
     out: str,
@@ -108,8 +119,9 @@ def tag(
     address: str | None,
     no_resume: bool,
     top_k: int,
+    s3_endpoint: str | None,
 ) -> None:
-    """Tag SOURCE... (files, folders, globs) with instrument labels into a Parquet dataset.
+    """Tag SOURCE... (files, folders, globs, s3:// prefixes, zip/tar archives) into a Parquet dataset.
 
     Reruns with the same --out resume: files already in the dataset are skipped.
     """
@@ -129,6 +141,7 @@ def tag(
         address=address,
         resume=not no_resume,
         top_k=top_k,
+        s3_endpoint=s3_endpoint,
     )
     tty = sys.stderr.isatty()
 
@@ -235,6 +248,13 @@ def show(out: str, limit: int) -> None:
     show_default=True,
     help="Augmented copies of every training file in the feature cache.",
 )
+@click.option(
+    "--aux-weight",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Matchers: weight of the auxiliary classification loss on the embeddings beside the pair loss.",
+)
 @click.option("--epochs", type=click.IntRange(min=1), default=40, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Global batch size.")
 @click.option(
@@ -274,6 +294,7 @@ def train(
     wavelet: str,
     augment: str,
     augment_copies: int,
+    aux_weight: float,
     epochs: int,
     batch_size: int,
     lr: float | None,
@@ -313,6 +334,7 @@ def train(
             augment=replace(AugmentConfig.parse(augment), variants=augment_copies if augment != "none" else 0),
             workers=workers,
             use_gpu=use_gpu,
+            aux_weight=aux_weight,
         )
         path, result = run_training(
             config,
@@ -510,14 +532,17 @@ def support() -> None:
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--label", default=None, help="Label of every SOURCE; without it each SOURCE holds a folder per label.")
 @model_option("Matcher checkpoint path or bundled name (default: siamese-default).")
-def support_add(library: str, sources: tuple[str, ...], label: str | None, model: str | None) -> None:
+@s3_endpoint_option
+def support_add(
+    library: str, sources: tuple[str, ...], label: str | None, model: str | None, s3_endpoint: str | None
+) -> None:
     """Embed SOURCE... (files, folders, globs) and enroll them into LIBRARY under their labels."""
     from mirbatch.models import CheckpointError
     from mirbatch.sources import SourceError
     from mirbatch.support import SupportError, enroll
 
     try:
-        result = enroll(library, sources, label, model)
+        result = enroll(library, sources, label, model, s3_endpoint)
     except (SupportError, SourceError, CheckpointError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(
@@ -563,6 +588,136 @@ def support_remove(library: str, label: str) -> None:
     smaller, files = lib.remove(label)
     smaller.save()
     click.echo(f"removed {files} files of {label!r} from {library}")
+
+
+job_address_option = click.option(
+    "--address",
+    required=True,
+    envvar="RAY_API_SERVER_ADDRESS",
+    metavar="URL",
+    help="The cluster's job server, e.g. http://HEAD:8265 (or $RAY_API_SERVER_ADDRESS). With token auth set "
+    "RAY_AUTH_MODE=token and the cluster's token (RAY_AUTH_TOKEN or ~/.ray/auth_token).",
+)
+
+
+@main.command(
+    epilog=_example(
+        "mirbatch submit jobs/tag-archive.yaml --address http://head:8265\n"
+        "mirbatch submit jobs/tag-archive.yaml --address http://head:8265 --set out=s3://b/run2/ --wait\n"
+        "mirbatch submit jobs/train-cnn.yaml --dry-run"
+    )
+)
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--address",
+    default=None,
+    envvar="RAY_API_SERVER_ADDRESS",
+    metavar="URL",
+    help="The cluster's job server, e.g. http://HEAD:8265 (or $RAY_API_SERVER_ADDRESS); see 'jobs list --help' "
+    "for token auth.",
+)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a key of the spec (YAML value).")
+@click.option("--wait", is_flag=True, help="Follow the job's logs until it ends; exit non-zero unless it succeeded.")
+@click.option("--submission-id", default=None, help="Id for the job (default: Ray makes one).")
+@click.option("--dry-run", is_flag=True, help="Validate the spec and print the command it runs; submit nothing.")
+def submit(
+    spec: str, address: str | None, overrides: tuple[str, ...], wait: bool, submission_id: str | None, dry_run: bool
+) -> None:
+    """Submit a job spec (kind: tag, enroll or train) to a Ray cluster and print its submission id."""
+    from mirbatch.jobs import JobSpecError, load_job_spec, parse_overrides, submit_job, wait_for_job
+
+    try:
+        job = load_job_spec(spec, parse_overrides(overrides))
+    except JobSpecError as exc:
+        raise click.ClickException(f"{spec}: {exc}") from exc
+    if dry_run:
+        click.echo(job.entrypoint())
+        return
+    if not address:
+        raise click.UsageError("--address (or $RAY_API_SERVER_ADDRESS) is required to submit")
+    try:
+        job_id = submit_job(job, address, submission_id)
+    except (ConnectionError, RuntimeError) as exc:
+        raise click.ClickException(f"cannot submit to {address}: {exc}") from exc
+    click.echo(job_id)
+    if wait:
+        status = wait_for_job(address, job_id, click.echo)
+        click.echo(f"job {job_id} {status}", err=True)
+        if status != "SUCCEEDED":
+            sys.exit(1)
+
+
+@main.command(
+    name="run",
+    epilog=_example(
+        "mirbatch run jobs/tag-archive.yaml\n"
+        "mirbatch run /app/jobs/train-matcher.yaml --set epochs=5   # e.g. in a RayJob"
+    ),
+)
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a key of the spec (YAML value).")
+def run_spec(spec: str, overrides: tuple[str, ...]) -> None:
+    """Run a job spec here (what a submitted job or a KubeRay RayJob executes on the cluster)."""
+    from mirbatch.jobs import JobSpecError, load_job_spec, parse_overrides
+
+    try:
+        job = load_job_spec(spec, parse_overrides(overrides))
+    except JobSpecError as exc:
+        raise click.ClickException(f"{spec}: {exc}") from exc
+    click.echo(f"running: {job.entrypoint()}", err=True)
+    main.main(args=job.argv(), prog_name="mirbatch", standalone_mode=True)
+
+
+@main.group()
+def jobs() -> None:
+    """Jobs on a Ray cluster: list, status, logs, stop."""
+
+
+@jobs.command(name="list", epilog=_example("mirbatch jobs list --address http://head:8265"))
+@job_address_option
+def jobs_list(address: str) -> None:
+    """List the cluster's jobs (newest last)."""
+    from mirbatch.jobs import job_client
+
+    for info in job_client(address).list_jobs():
+        kind = (info.metadata or {}).get("mirbatch_kind", "-")
+        click.echo(f"{info.submission_id}  {info.status.value:<10} {kind:<7} {info.entrypoint}")
+
+
+@jobs.command(name="status", epilog=_example("mirbatch jobs status raysubmit_abc --address http://head:8265"))
+@click.argument("submission_id")
+@job_address_option
+def jobs_status(submission_id: str, address: str) -> None:
+    """Print a job's status."""
+    from mirbatch.jobs import job_client
+
+    info = job_client(address).get_job_info(submission_id)
+    click.echo(f"{submission_id} {info.status.value}" + (f": {info.message}" if info.message else ""))
+
+
+@jobs.command(name="logs", epilog=_example("mirbatch jobs logs raysubmit_abc --address http://head:8265 --follow"))
+@click.argument("submission_id")
+@job_address_option
+@click.option("--follow", is_flag=True, help="Keep printing until the job ends.")
+def jobs_logs(submission_id: str, address: str, follow: bool) -> None:
+    """Print a job's logs."""
+    from mirbatch.jobs import job_client, wait_for_job
+
+    if follow:
+        wait_for_job(address, submission_id, click.echo)
+    else:
+        click.echo(job_client(address).get_job_logs(submission_id), nl=False)
+
+
+@jobs.command(name="stop", epilog=_example("mirbatch jobs stop raysubmit_abc --address http://head:8265"))
+@click.argument("submission_id")
+@job_address_option
+def jobs_stop(submission_id: str, address: str) -> None:
+    """Ask a running job to stop."""
+    from mirbatch.jobs import job_client
+
+    stopped = job_client(address).stop_job(submission_id)
+    click.echo(f"{submission_id}: {'stop requested' if stopped else 'not running'}")
 
 
 if __name__ == "__main__":

@@ -1,16 +1,18 @@
 """Output: the Parquet schema of ``tag --out DIR``, atomic part files, resume and commit.
 
-``DIR`` is a Parquet dataset of ``part-<run>-<seq>.parquet`` files. Each part is written under a
-hidden temporary name and renamed into place, so a reader (pandas, pyarrow.dataset, DuckDB: all skip
-names starting with ``.`` or ``_``) never sees half a part. A run that ends writes ``_SUCCESS``
+``DIR`` (a folder or an ``s3://`` prefix) is a Parquet dataset of ``part-<run>-<seq>.parquet``
+files. Each part appears whole: on disk it is written under a hidden temporary name and renamed
+into place, on S3 it is one PUT. So a reader (pandas, pyarrow.dataset, DuckDB: all skip names
+starting with ``.`` or ``_``) never sees half a part. A run that ends writes ``_SUCCESS``
 (a JSON summary); its absence means the dataset is partial, and rerunning the same command resumes:
 inputs whose ``file_id`` is already in a part are not processed again.
 """
 
 from __future__ import annotations
 
+import io
 import json
-import shutil
+import os
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -19,6 +21,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from mirbatch.sources import S3Options, filesystem
 
 __all__ = ["OUTPUT_SCHEMA", "SUCCESS_FILE", "ResultWriter", "completed_file_ids", "reset_output"]
 
@@ -57,49 +61,73 @@ SUCCESS_FILE = "_SUCCESS"
 _PART_GLOB = "part-*.parquet"
 
 
-def completed_file_ids(out: Path) -> set[str]:
+def _fs(out: str | Path, s3: S3Options | None) -> tuple[Any, str]:
+    fs, root = filesystem(str(out), s3)
+    return fs, root.rstrip("/")
+
+
+def _write_atomic(fs: Any, root: str, name: str, data: bytes) -> None:
+    """Make ``root/name`` appear whole: on a local disk a hidden temporary file renamed into place; on
+    S3 one PUT (objects appear only when complete)."""
+    target = f"{root}/{name}"
+    if "file" in fs.protocol:  # ("file", "local") for local disks
+        tmp = f"{root}/.{name}.tmp"
+        with fs.open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, target)
+    else:
+        fs.pipe_file(target, data)
+
+
+def _parts(fs: Any, root: str) -> list[str]:
+    return sorted(fs.glob(f"{root}/{_PART_GLOB}")) if fs.exists(root) else []
+
+
+def completed_file_ids(out: str | Path, s3: S3Options | None = None) -> set[str]:
     """``file_id``s already written to ``out`` by earlier runs (empty when there is none)."""
-    if not out.is_dir():
-        return set()
+    fs, root = _fs(out, s3)
     done: set[str] = set()
-    for part in sorted(out.glob(_PART_GLOB)):
-        table = pq.read_table(part, columns=["file_id"])
-        done.update(table.column("file_id").to_pylist())
+    for part in _parts(fs, root):
+        with fs.open(part, "rb") as f:
+            done.update(pq.read_table(f, columns=["file_id"]).column("file_id").to_pylist())
     return done
 
 
-def reset_output(out: Path) -> None:
+def reset_output(out: str | Path, s3: S3Options | None = None) -> None:
     """Remove what earlier runs wrote to ``out`` (parts, temporary parts, marker), nothing else."""
-    if not out.is_dir():
+    fs, root = _fs(out, s3)
+    if not fs.exists(root):
         return
-    for path in [*out.glob(_PART_GLOB), *out.glob(".part-*"), out / SUCCESS_FILE]:
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+    doomed = [*_parts(fs, root), *fs.glob(f"{root}/.part-*")]
+    if fs.exists(f"{root}/{SUCCESS_FILE}"):
+        doomed.append(f"{root}/{SUCCESS_FILE}")
+    for path in doomed:
+        fs.rm(path, recursive=True)
 
 
 class ResultWriter:
-    """Buffers result rows and writes them as atomic Parquet parts.
+    """Buffers result rows and writes them as atomic Parquet parts, locally or on S3.
 
     Parameters
     ----------
-    out : Path
-        Dataset folder (created).
+    out : str or Path
+        Dataset folder or ``s3://bucket/prefix``.
     rows_per_part : int
         Rows buffered before a part is written.
+    s3 : S3Options, optional
     """
 
-    def __init__(self, out: Path, rows_per_part: int = 2000) -> None:
-        self.out = out
+    def __init__(self, out: str | Path, rows_per_part: int = 2000, s3: S3Options | None = None) -> None:
+        self.fs, self.root = _fs(out, s3)
         self.rows_per_part = rows_per_part
         self.run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
         self._rows: list[dict[str, Any]] = []
         self._seq = 0
         self.rows_written = 0
-        out.mkdir(parents=True, exist_ok=True)
+        self.fs.makedirs(self.root, exist_ok=True)
         # A new run makes the dataset incomplete until it commits.
-        (out / SUCCESS_FILE).unlink(missing_ok=True)
+        if self.fs.exists(f"{self.root}/{SUCCESS_FILE}"):
+            self.fs.rm(f"{self.root}/{SUCCESS_FILE}")
 
     def add(self, row: dict[str, Any]) -> None:
         self._rows.append(row)
@@ -111,14 +139,13 @@ class ResultWriter:
             self.add(row)
 
     def flush(self) -> None:
-        """Write buffered rows as one part (temporary name, then an atomic rename)."""
+        """Write buffered rows as one part, atomically."""
         if not self._rows:
             return
         table = pa.Table.from_pylist(self._rows, schema=OUTPUT_SCHEMA)
-        name = f"part-{self.run_id}-{self._seq:05d}.parquet"
-        tmp = self.out / f".{name}.tmp"
-        pq.write_table(table, tmp, compression="zstd")
-        tmp.replace(self.out / name)
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer, compression="zstd")
+        _write_atomic(self.fs, self.root, f"part-{self.run_id}-{self._seq:05d}.parquet", buffer.getvalue())
         self._seq += 1
         self.rows_written += len(self._rows)
         self._rows = []
@@ -127,6 +154,4 @@ class ResultWriter:
         """Flush and mark the dataset complete with ``summary`` in ``_SUCCESS``."""
         self.flush()
         record = {"run_id": self.run_id, "committed_at": datetime.now(UTC).isoformat(timespec="seconds"), **summary}
-        tmp = self.out / f".{SUCCESS_FILE}.tmp"
-        tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
-        tmp.replace(self.out / SUCCESS_FILE)
+        _write_atomic(self.fs, self.root, SUCCESS_FILE, (json.dumps(record, indent=2, default=str) + "\n").encode())

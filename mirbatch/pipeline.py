@@ -16,10 +16,9 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,7 +37,7 @@ from mirbatch.models import (
     read_checkpoint_bytes,
 )
 from mirbatch.output import ResultWriter, completed_file_ids, reset_output
-from mirbatch.sources import FileRecord, list_sources, read_bytes
+from mirbatch.sources import FileRecord, S3Options, list_sources, record_bytes
 
 __all__ = [
     "TagConfig",
@@ -97,6 +96,7 @@ class TagConfig:
     top_k: int = 3
     chunk_s: float = 60.0
     files_per_call: int = 16
+    s3_endpoint: str | None = None
 
 
 @dataclass
@@ -131,14 +131,68 @@ class TagSummary:
         }
 
 
-def decode_batch(batch: pa.Table, sample_rate: int, chunk_s: float) -> pa.Table:
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("path", pa.string()),
+        ("uri", pa.string()),
+        ("size", pa.int64()),
+        ("version", pa.string()),
+        ("file_id", pa.string()),
+        ("offset", pa.int64()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The inputs still to do, as Arrow blocks in Ray's object store (spilled to disk under
+    pressure), never as Python objects in the driver."""
+
+    blocks: list[Any]  # ObjectRefs of pa.Table in MANIFEST_SCHEMA
+    total: int
+    todo: int
+
+
+def _block_size(listed: int) -> int:
+    """Small blocks first (a few files keep every CPU busy), growing to 1,024 records for big archives."""
+    return min(1024, max(4, listed // 16))
+
+
+def write_manifest(records: Iterable[FileRecord], done: set[str], start_ray: Callable[[], None]) -> Manifest:
+    """Stream ``records`` into manifest blocks, leaving out ``done`` file ids; Ray is started (by
+    ``start_ray``) only once there is something to do."""
+    import ray
+
+    blocks: list[Any] = []
+    pending: list[dict[str, Any]] = []
+    total = todo = 0
+
+    def emit() -> None:
+        if pending:
+            start_ray()
+            blocks.append(ray.put(pa.Table.from_pylist(pending, schema=MANIFEST_SCHEMA)))
+            pending.clear()
+
+    for record in records:
+        total += 1
+        if record.file_id in done:
+            continue
+        todo += 1
+        pending.append(record.to_dict())
+        if len(pending) >= _block_size(todo):
+            emit()
+    emit()
+    return Manifest(blocks, total, todo)
+
+
+def decode_batch(batch: pa.Table, sample_rate: int, chunk_s: float, s3: S3Options | None = None) -> pa.Table:
     """Ray Data stage: file records -> decoded mono chunks (one row per chunk, or one error row)."""
     rows: list[dict[str, Any]] = []
     chunk_len = max(1, int(chunk_s * sample_rate))
     for rec in batch.to_pylist():
         base = {"file_id": rec["file_id"], "path": rec["path"], "size": rec["size"]}
         try:
-            audio = decode(read_bytes(rec["uri"]), sample_rate)
+            audio = decode(record_bytes(rec, s3), sample_rate)
         except DecodeError as exc:
             rows.append({**base, "chunk": 0, "n_chunks": 1, "offset_s": 0.0, "error": exc.reason})
             continue
@@ -308,11 +362,14 @@ class FileAssembler:
 
 
 def ensure_ray(address: str | None, num_cpus: int | None = None) -> None:
-    """Connect to ``address``, or start a local Ray (reusing one already initialized in this process)."""
+    """Connect to ``address`` (or ``$RAY_ADDRESS``), else start a local Ray (reusing one already
+    initialized in this process)."""
     import ray
 
     if ray.is_initialized():
         return
+    # Inside a Ray job (``mirbatch submit``) the job server sets RAY_ADDRESS: join that cluster.
+    address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
     else:
@@ -385,16 +442,18 @@ def run_tag(config: TagConfig, progress: Callable[[TagSummary, int], None] | Non
     support, threshold = _resolve_support(config, loaded)
     name, meta, model_id = loaded.name, loaded.meta, loaded.model_id
     labels = support.labels if support else meta.labels
-    out = Path(config.out)
+    s3 = S3Options.resolve(config.s3_endpoint)
+    out = config.out
     if not config.resume:
-        reset_output(out)
-    done = completed_file_ids(out)
-    records: list[FileRecord] = list(list_sources(config.sources))
-    todo = [r for r in records if r.file_id not in done]
-    summary = TagSummary(files_total=len(records), files_skipped=len(records) - len(todo), model=model_id, out=str(out))
-    writer = ResultWriter(out)
-    if todo:
-        ensure_ray(config.address)
+        reset_output(out, s3)
+    done = completed_file_ids(out, s3)
+    manifest = write_manifest(list_sources(config.sources, s3), done, lambda: ensure_ray(config.address))
+    del done
+    summary = TagSummary(
+        files_total=manifest.total, files_skipped=manifest.total - manifest.todo, model=model_id, out=str(out)
+    )
+    writer = ResultWriter(out, s3=s3)
+    if manifest.todo:
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # run_tag reports progress itself
         ctx.print_on_execution_start = False
@@ -403,11 +462,9 @@ def run_tag(config: TagConfig, progress: Callable[[TagSummary, int], None] | Non
         # Actors reserve a fraction of a CPU so decode tasks are never starved of slots.
         actor_cpus = 0.0 if config.gpus_per_worker > 0 else min(1.0, cpus / (config.workers + 1))
         torch_threads = max(1, int(cpus // max(1, config.workers)))
-        ds: Any = ray.data.from_items(
-            [r.to_dict() for r in todo], override_num_blocks=max(1, min(len(todo), math.ceil(len(todo) / 4)))
-        )
+        ds: Any = ray.data.from_arrow_refs(manifest.blocks)
         ds = ds.map_batches(
-            functools.partial(decode_batch, sample_rate=meta.features.sample_rate, chunk_s=config.chunk_s),
+            functools.partial(decode_batch, sample_rate=meta.features.sample_rate, chunk_s=config.chunk_s, s3=s3),
             batch_format="pyarrow",
             batch_size=4,
             num_cpus=0.5,
@@ -445,13 +502,13 @@ def run_tag(config: TagConfig, progress: Callable[[TagSummary, int], None] | Non
                     summary.errors.append((row["path"], row["error"]))
             now = time.perf_counter()
             summary.wall_s = now - started
-            if progress and now - last_report > 1.0 and summary.files_ok + summary.files_error < len(todo):
-                progress(summary, len(todo))
+            if progress and now - last_report > 1.0 and summary.files_ok + summary.files_error < manifest.todo:
+                progress(summary, manifest.todo)
                 last_report = now
         if assembler.pending:
             raise RuntimeError(f"{assembler.pending} files lost chunks in the pipeline; rerun to resume them")
     summary.wall_s = time.perf_counter() - started
     writer.commit(summary.to_dict())
     if progress:
-        progress(summary, len(todo))
+        progress(summary, manifest.todo)
     return summary

@@ -1,8 +1,16 @@
 """Sources: what the user points at -> a stream of file records.
 
-A source is a file, a directory (walked recursively; only audio file names are taken), or a glob.
-Each record carries a stable ``file_id`` (URI + size + modification time), the key that makes
-output exactly-once and runs resumable.
+A source is a local file, folder (walked recursively) or glob; an ``s3://bucket/prefix`` (every
+object under it), object or glob; or a zip/tar archive in either place, whose audio members become
+records named ``archive.zip::member.wav`` and are read without unpacking the archive (zip members
+and plain-tar members by byte range; compressed tars by streaming to the member). Archives met while
+walking a folder or prefix are expanded the same way.
+
+Each record carries a stable ``file_id`` (URI + size + modification time or ETag), the key that
+makes output exactly-once and runs resumable. S3 credentials come from the standard AWS chain
+(environment, profile, instance role) on every machine that reads; the endpoint of an S3-compatible
+store from ``--s3-endpoint`` or ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``. Only the endpoint is
+ever passed around, never a credential.
 """
 
 from __future__ import annotations
@@ -10,18 +18,57 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
-from collections.abc import Iterable, Iterator
+import tarfile
+import time
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mirbatch.audio import AUDIO_EXTENSIONS
 
-__all__ = ["FileRecord", "SourceError", "make_file_id", "list_sources", "read_bytes"]
+__all__ = [
+    "ARCHIVE_SUFFIXES",
+    "FileRecord",
+    "is_archive",
+    "S3Options",
+    "SourceError",
+    "filesystem",
+    "list_sources",
+    "make_file_id",
+    "read_bytes",
+    "record_bytes",
+    "split_member",
+]
+
+ARCHIVE_SUFFIXES: tuple[str, ...] = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+MEMBER_SEPARATOR = "::"
+_RETRIES = 4  # reads of remote objects: transient errors are retried with backoff
+
+T = TypeVar("T")
 
 
 class SourceError(Exception):
     """A source does not exist or cannot be listed."""
+
+
+@dataclass(frozen=True)
+class S3Options:
+    """How to reach S3: only the endpoint of an S3-compatible store (credentials: the AWS chain)."""
+
+    endpoint_url: str | None = None
+
+    @classmethod
+    def resolve(cls, endpoint_url: str | None = None) -> S3Options:
+        """``endpoint_url``, else ``AWS_ENDPOINT_URL_S3``, else ``AWS_ENDPOINT_URL``, else AWS itself."""
+        return cls(endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None)
+
+    def storage_options(self) -> dict[str, Any]:
+        return {"client_kwargs": {"endpoint_url": self.endpoint_url}} if self.endpoint_url else {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -31,15 +78,20 @@ class FileRecord:
     Attributes
     ----------
     path : str
-        The input as listed (what the output's ``path`` column shows).
+        The input as listed (what the output's ``path`` column shows); archive members as
+        ``archive.zip::member.wav``.
     uri : str
-        Where to read it from (an absolute path for local files).
+        Where to read it from: an absolute local path or ``s3://bucket/key``, with ``::member`` for
+        archive members.
     size : int
-        Bytes.
+        Bytes (of the member, for archive members).
     version : str
-        What changes when the content does (modification time in ns for local files).
+        What changes when the content does: modification time in ns, the S3 ETag, plus the member's
+        CRC or header offset inside an archive.
     file_id : str
         Stable id derived from uri, size and version.
+    offset : int
+        Byte offset of a plain-tar member's data inside its archive (read by range); -1 otherwise.
     """
 
     path: str
@@ -47,6 +99,7 @@ class FileRecord:
     size: int
     version: str
     file_id: str
+    offset: int = -1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,54 +110,209 @@ def make_file_id(uri: str, size: int, version: str) -> str:
     return hashlib.sha256(f"{uri}\0{size}\0{version}".encode()).hexdigest()[:32]
 
 
-def _local_record(listed: str, path: Path) -> FileRecord:
+def _record(path: str, uri: str, size: int, version: str, offset: int = -1) -> FileRecord:
+    return FileRecord(path, uri, size, version, make_file_id(uri, size, version), offset)
+
+
+def is_archive(name: str) -> bool:
+    return name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def _is_audio(name: str) -> bool:
+    return Path(name).suffix.lower() in AUDIO_EXTENSIONS
+
+
+def split_member(uri: str) -> tuple[str, str | None]:
+    """``archive.zip::member.wav`` -> (``archive.zip``, ``member.wav``); other URIs -> (uri, None)."""
+    head, sep, member = uri.partition(MEMBER_SEPARATOR)
+    if sep and is_archive(head):
+        return head, member
+    return uri, None
+
+
+def filesystem(uri: str, s3: S3Options | None = None) -> tuple[Any, str]:
+    """(fsspec file system, path inside it) for a local path or an ``s3://`` URI."""
+    if uri.startswith("s3://"):
+        import s3fs
+
+        return s3fs.S3FileSystem(**(s3 or S3Options.resolve()).storage_options()), uri.removeprefix("s3://")
+    if "://" in uri and not uri.startswith("file://"):
+        raise SourceError(f"unsupported scheme {uri.split('://', 1)[0]!r} in {uri!r}; use a local path or s3://")
+    from fsspec.implementations.local import LocalFileSystem
+
+    return LocalFileSystem(), uri.removeprefix("file://")
+
+
+def _retry(action: Callable[[], T], what: str) -> T:
+    """Run ``action``, retrying transient I/O errors (missing and forbidden objects are not transient)."""
+    for attempt in range(_RETRIES):
+        try:
+            return action()
+        except (FileNotFoundError, PermissionError, IsADirectoryError):
+            raise
+        except OSError as exc:
+            if attempt == _RETRIES - 1:
+                raise OSError(f"{what}: {exc} (after {_RETRIES} attempts)") from None
+            time.sleep(0.25 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+# --- listing -------------------------------------------------------------------------------------
+
+
+def _members(archive_path: str, archive_uri: str, version: str, fs: Any, fs_path: str) -> Iterator[FileRecord]:
+    """Audio members of an archive (names only are read: the central directory or tar headers)."""
+    try:
+        with fs.open(fs_path, "rb") as f:
+            if archive_uri.lower().endswith(".zip"):
+                with zipfile.ZipFile(f) as z:
+                    for info in z.infolist():
+                        if not info.is_dir() and _is_audio(info.filename):
+                            yield _record(
+                                f"{archive_path}{MEMBER_SEPARATOR}{info.filename}",
+                                f"{archive_uri}{MEMBER_SEPARATOR}{info.filename}",
+                                info.file_size,
+                                f"{version}:{info.CRC:08x}",
+                            )
+                return
+            plain = archive_uri.lower().endswith(".tar")
+            with tarfile.open(fileobj=f, mode="r:" if plain else "r:*") as t:
+                for m in t:
+                    if m.isfile() and _is_audio(m.name):
+                        yield _record(
+                            f"{archive_path}{MEMBER_SEPARATOR}{m.name}",
+                            f"{archive_uri}{MEMBER_SEPARATOR}{m.name}",
+                            m.size,
+                            f"{version}:{m.offset}",
+                            m.offset_data if plain else -1,
+                        )
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
+        raise SourceError(f"cannot read archive {archive_path}: {exc}") from None
+
+
+def _local_entry(listed: str, path: Path) -> Iterator[FileRecord]:
     st = path.stat()
     uri = str(path.absolute())
     version = str(st.st_mtime_ns)
-    return FileRecord(listed, uri, st.st_size, version, make_file_id(uri, st.st_size, version))
+    if is_archive(path.name):
+        from fsspec.implementations.local import LocalFileSystem
+
+        yield from _members(listed, uri, version, LocalFileSystem(), uri)
+    else:
+        yield _record(listed, uri, st.st_size, version)
 
 
 def _walk(root: Path) -> Iterator[Path]:
-    """Audio files under ``root`` in sorted order; symlinked folders are not followed (no loops)."""
+    """Audio files and archives under ``root`` in sorted order; symlinked folders are not followed
+    (no loops)."""
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=None):
         dirnames.sort()
         for name in sorted(filenames):
-            if Path(name).suffix.lower() in AUDIO_EXTENSIONS:
+            if _is_audio(name) or is_archive(name):
                 yield Path(dirpath) / name
 
 
-def _list_one(source: str) -> Iterator[FileRecord]:
-    if "://" in source and not source.startswith("file://"):
-        scheme = source.split("://", 1)[0]
-        raise SourceError(f"unsupported source scheme {scheme!r} in {source!r}; use a local file, folder or glob")
+def _list_local(source: str) -> Iterator[FileRecord]:
     local = source.removeprefix("file://")
     path = Path(local)
     if path.is_dir():
         for file in _walk(path):
-            yield _local_record(str(file), file)
+            yield from _local_entry(str(file), file)
     elif path.is_file():
-        yield _local_record(local, path)
+        yield from _local_entry(local, path)
     elif glob.has_magic(local):
         matches = sorted(glob.glob(local, recursive=True))
         if not matches:
             raise SourceError(f"no files match {source!r}")
         for match in matches:
             if Path(match).is_file():
-                yield _local_record(match, Path(match))
+                yield from _local_entry(match, Path(match))
     else:
         raise SourceError(f"source {source!r} does not exist")
 
 
-def list_sources(sources: Iterable[str]) -> Iterator[FileRecord]:
-    """Records of every input in ``sources``, each file once even when listed by two sources."""
+def _s3_entry(fs: Any, key: str, info: dict[str, Any]) -> Iterator[FileRecord]:
+    uri = f"s3://{key}"
+    version = str(info.get("ETag") or info.get("LastModified") or "").strip('"')
+    if is_archive(key):
+        yield from _members(uri, uri, version, fs, key)
+    elif _is_audio(key):
+        yield _record(uri, uri, int(info.get("size") or info.get("Size") or 0), version)
+
+
+def _list_s3(source: str, s3: S3Options) -> Iterator[FileRecord]:
+    fs, path = filesystem(source, s3)
+    try:
+        if glob.has_magic(path):
+            found = fs.glob(path, detail=True)
+            if not found:
+                raise SourceError(f"no objects match {source!r}")
+        elif fs.isfile(path):
+            found = {path: fs.info(path)}
+        else:
+            found = fs.find(path.rstrip("/") + "/", detail=True)
+            if not found:
+                raise SourceError(f"no objects under {source!r}")
+    except (FileNotFoundError, PermissionError) as exc:
+        raise SourceError(f"cannot list {source!r}: {exc}") from None
+    except OSError as exc:
+        raise SourceError(f"cannot list {source!r}: {exc}") from None
+    for key in sorted(found):
+        info = found[key]
+        if info.get("type", "file") == "file":
+            yield from _s3_entry(fs, key, info)
+
+
+def list_sources(sources: Iterable[str], s3: S3Options | None = None) -> Iterator[FileRecord]:
+    """Records of every input in ``sources``, each once even when listed by two sources (lazily:
+    a source is listed only as the stream reaches it)."""
     seen: set[str] = set()
     for source in sources:
-        for record in _list_one(source):
+        if source.startswith("s3://"):
+            records = _list_s3(source, s3 or S3Options.resolve())
+        elif "://" in source and not source.startswith("file://"):
+            scheme = source.split("://", 1)[0]
+            raise SourceError(f"unsupported source scheme {scheme!r} in {source!r}; use a local path, glob or s3://")
+        else:
+            records = _list_local(source)
+        for record in records:
             if record.uri not in seen:
                 seen.add(record.uri)
                 yield record
 
 
-def read_bytes(uri: str) -> bytes:
-    """Content of a record's ``uri``."""
-    return Path(uri).read_bytes()
+# --- reading -------------------------------------------------------------------------------------
+
+
+def read_bytes(uri: str, offset: int = -1, size: int = -1, s3: S3Options | None = None) -> bytes:
+    """Content of a record's ``uri`` (archive members: only that member's bytes are fetched when
+    the archive allows it)."""
+    container, member = split_member(uri)
+    fs, path = filesystem(container, s3)
+    if member is None:
+        return _retry(lambda: fs.cat_file(path), uri)
+    if offset >= 0 and size >= 0:  # plain tar: a byte range
+        return _retry(lambda: fs.cat_file(path, start=offset, end=offset + size), uri)
+
+    def from_archive() -> bytes:
+        with fs.open(path, "rb") as f:
+            if container.lower().endswith(".zip"):
+                with zipfile.ZipFile(f) as z:
+                    return z.read(member)
+            with tarfile.open(fileobj=f, mode="r:*") as t:
+                extracted = t.extractfile(member)
+                if extracted is None:
+                    raise FileNotFoundError(f"{member} is not a file in {container}")
+                return extracted.read()
+
+    try:
+        return _retry(from_archive, uri)
+    except KeyError:
+        raise FileNotFoundError(f"{member} is not in {container}") from None
+    except (zipfile.BadZipFile, tarfile.TarError) as exc:
+        raise OSError(f"cannot read {member} from {container}: {exc}") from None
+
+
+def record_bytes(record: dict[str, Any], s3: S3Options | None = None) -> bytes:
+    """``read_bytes`` for a record as a dict (how pipeline stages receive them)."""
+    return read_bytes(record["uri"], int(record.get("offset", -1)), int(record.get("size", -1)), s3)

@@ -25,7 +25,7 @@ from mirbatch.audio import DecodeError, decode
 from mirbatch.features import make_featurizer
 from mirbatch.matching import SupportSet, embed_patches
 from mirbatch.models import DEFAULT_MATCHER, Checkpoint, Matcher, load_checkpoint
-from mirbatch.sources import FileRecord, list_sources, read_bytes
+from mirbatch.sources import FileRecord, S3Options, list_sources, read_bytes
 
 __all__ = [
     "SUPPORT_SCHEMA",
@@ -171,11 +171,13 @@ class SupportLibrary:
         return SupportSet.build(self.embeddings(), shots, self.table["label"].to_pylist())
 
 
-def labelled_sources(sources: Sequence[str], label: str | None) -> Iterator[tuple[str, FileRecord]]:
+def labelled_sources(
+    sources: Sequence[str], label: str | None, s3: S3Options | None = None
+) -> Iterator[tuple[str, FileRecord]]:
     """(label, record) for every input: all of ``sources`` under ``label``, or, without a label, each
-    source is a folder holding a folder per label."""
+    source is a local folder holding a folder per label."""
     if label is not None:
-        for record in list_sources(sources):
+        for record in list_sources(sources, s3):
             yield label, record
         return
     for source in sources:
@@ -191,7 +193,10 @@ def labelled_sources(sources: Sequence[str], label: str | None) -> Iterator[tupl
 
 
 def embed_records(
-    checkpoint: Checkpoint, items: Iterable[tuple[str, FileRecord]], batch_size: int = 64
+    checkpoint: Checkpoint,
+    items: Iterable[tuple[str, FileRecord]],
+    batch_size: int = 64,
+    s3: S3Options | None = None,
 ) -> tuple[pa.Table, list[tuple[str, str]]]:
     """Decode, featurize and embed files in this process.
 
@@ -211,7 +216,7 @@ def embed_records(
     failed: list[tuple[str, str]] = []
     for label, record in items:
         try:
-            audio = decode(read_bytes(record.uri), features.sample_rate)
+            audio = decode(read_bytes(record.uri, record.offset, record.size, s3), features.sample_rate)
         except DecodeError as exc:
             failed.append((record.path, exc.reason))
             continue
@@ -254,7 +259,11 @@ class EnrollResult:
 
 
 def enroll(
-    library: str | Path, sources: Sequence[str], label: str | None = None, model: str | None = None
+    library: str | Path,
+    sources: Sequence[str],
+    label: str | None = None,
+    model: str | None = None,
+    s3_endpoint: str | None = None,
 ) -> EnrollResult:
     """Embed ``sources`` with ``model`` (default: the bundled matcher) and add them to ``library``.
 
@@ -264,9 +273,10 @@ def enroll(
     checkpoint = load_checkpoint(model or DEFAULT_MATCHER)
     lib.check_model(checkpoint)
     done = lib.enrolled()
-    items = list(labelled_sources(sources, label))
+    s3 = S3Options.resolve(s3_endpoint)
+    items = list(labelled_sources(sources, label, s3))
     todo = [(lab, rec) for lab, rec in items if (lab, rec.file_id) not in done]
-    rows, failed = embed_records(checkpoint, todo)
+    rows, failed = embed_records(checkpoint, todo, s3=s3)
     if len(rows):
         lib.add(rows).save()
     return EnrollResult(

@@ -51,6 +51,7 @@ from mirbatch.taxonomy import is_reserved_program
 
 __all__ = [
     "EpochMetrics",
+    "MatcherWithAux",
     "PatchSet",
     "TrainConfig",
     "augment_patches",
@@ -94,6 +95,8 @@ class TrainConfig:
         Ray Train workers (DDP ranks).
     use_gpu : bool
         One GPU per worker.
+    aux_weight : float
+        Matchers: weight of the auxiliary classification loss beside the pair loss (0: pairs only).
     """
 
     data: tuple[str, ...]
@@ -109,6 +112,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     workers: int = 1
     use_gpu: bool = False
+    aux_weight: float = 1.0
 
     @property
     def learning_rate(self) -> float:
@@ -469,6 +473,32 @@ def matcher_file_scores(
     return scores, np.array([f.label for f in patches.files])
 
 
+class MatcherWithAux(torch.nn.Module):
+    """Training-time wrapper of a matcher: the Siamese network plus an auxiliary linear classifier
+    over the training labels on its embeddings.
+
+    ``forward(x)`` -> (all-pairs logits [shape=(b, b)], class logits [shape=(b, labels)]). The pair
+    loss is the seed paper's; the auxiliary cross-entropy gives every patch a gradient towards its
+    own label among all training labels at once, which a batch of pairs alone does slowly. Only the
+    matcher is exported; the classifier is dropped.
+    """
+
+    def __init__(self, matcher: Matcher, n_labels: int) -> None:
+        super().__init__()
+        self.matcher = matcher
+        self.aux = torch.nn.Linear(matcher.head.weight.numel(), n_labels)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        e = self.matcher.embed(x)
+        return self.matcher.head.cross_logits(e, e), self.aux(e)
+
+
+def _export_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The weights a checkpoint keeps (a matcher without its training-time classifier)."""
+    inner = model.matcher if isinstance(model, MatcherWithAux) else model
+    return {k: v.detach().cpu().clone().contiguous() for k, v in inner.state_dict().items()}
+
+
 def _validate_matcher(model: torch.nn.Module, features: FeatureConfig, val_set: PatchSet) -> tuple[float, float]:
     """(balanced same/different accuracy of file pairs at score 0.5, 5-way 1-shot episode accuracy)."""
     scores, labels = matcher_file_scores(model, features, val_set)
@@ -519,13 +549,15 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     labels = loop_config["labels"]
     matcher = is_matcher(loop_config["architecture"])
     model = build_model(loop_config["architecture"], len(labels))
+    if matcher:
+        model = MatcherWithAux(model, len(labels))  # type: ignore[arg-type]
     optimizer: torch.optim.Optimizer = (
         torch.optim.Adam(model.parameters(), lr=loop_config["lr"])
         if matcher
         else torch.optim.RMSprop(model.parameters(), lr=loop_config["lr"])
     )
     start_epoch, history, best_acc, best_epoch = 1, [], -1.0, 0
-    best_state = {k: v.clone() for k, v in model.state_dict().items()}
+    best_state = _export_state(model)
     # This attempt's own latest checkpoint (after a worker failure), else an earlier attempt's.
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None and loop_config.get("resume_from"):
@@ -576,7 +608,11 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             x = resize_patches(augment_patches(train_set.inputs[idx].float(), generator), features).to(device)
             if matcher:
                 owner = torch.from_numpy(train_set.owner[idx.numpy()]).to(device)
-                loss = _pair_loss(model(x), train_set.targets[idx].to(device), owner)
+                targets = train_set.targets[idx].to(device)
+                pair_logits, class_logits = model(x)
+                loss = _pair_loss(pair_logits, targets, owner)
+                if loop_config["aux_weight"] > 0:
+                    loss = loss + loop_config["aux_weight"] * F.cross_entropy(class_logits, targets)
             else:
                 loss = F.cross_entropy(model(x), train_set.targets[idx].to(device))
             optimizer.zero_grad(set_to_none=True)
@@ -585,7 +621,9 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             total += loss.item() * len(idx)
             seen += len(idx)
         if matcher:  # every rank scores the whole (small) validation set with the same weights
-            pair_acc, episode_acc = _validate_matcher(_unwrap(model), features, val_set)
+            wrapper = _unwrap(model)
+            assert isinstance(wrapper, MatcherWithAux)
+            pair_acc, episode_acc = _validate_matcher(wrapper.matcher, features, val_set)
             scaled = [pair_acc * world, float(world), episode_acc * world, float(world)]
             counts = torch.tensor([*scaled, total, float(seen)])
         else:
@@ -604,7 +642,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             _log_epoch(history[-1], print, matcher)
         if file_acc > best_acc:
             best_acc, best_epoch = file_acc, epoch
-            best_state = {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()}
+            best_state = _export_state(_unwrap(model))
         stop = epoch - best_epoch >= loop_config["patience"] or epoch == loop_config["epochs"]
         report = {**asdict(metrics), "best_epoch": best_epoch, "best_val_file_accuracy": best_acc, "done": stop}
         with tempfile.TemporaryDirectory() as directory:
@@ -695,6 +733,7 @@ def train(
         "lr": config.learning_rate,
         "patience": config.patience,
         "seed": config.seed,
+        "aux_weight": config.aux_weight,
         "threads": max(1, cpus // config.workers),
         # An earlier attempt's newest complete checkpoint (the run folder is on a shared file system).
         "resume_from": latest_checkpoint(run_dir) if resume else None,
@@ -768,6 +807,7 @@ def train(
             "split": f"by file, {config.val_fraction:.0%} validation",
             "augment": config.augment.to_dict(),
             "workers": config.workers,
+            **({"aux_weight": config.aux_weight} if is_matcher(config.architecture) else {}),
         },
         metrics=summary,
     )

@@ -16,6 +16,12 @@ from mirbatch.datasets.render import RenderConfig, render_dataset
 
 SR = 22050
 
+# Credentials for the loopback S3 server (moto accepts any); set before Ray starts so its workers
+# inherit them through the standard AWS chain, as they would on a cluster.
+for _key, _value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                     ("AWS_DEFAULT_REGION", "us-east-1")):  # fmt: skip
+    os.environ.setdefault(_key, _value)
+
 
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:
@@ -37,6 +43,22 @@ def fluidr3_clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("fluidr3")
     render_dataset(RenderConfig("fluidr3", per_class=2, seed=4242), out)
     return out
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """A real S3 protocol server (moto) on loopback; yields its endpoint URL."""
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
 
 
 def sine(freq: float, seconds: float, rate: int = SR, amplitude: float = 0.5) -> np.ndarray:

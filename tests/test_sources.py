@@ -64,3 +64,41 @@ def test_symlink_loops_are_not_followed(tree: Path) -> None:
 def test_bad_sources_are_errors(source: str) -> None:
     with pytest.raises(SourceError):
         list(list_sources([source]))
+
+
+def test_local_archives_list_members_and_read_them_alone(tmp_path: Path) -> None:
+    import tarfile
+    import zipfile
+
+    from mirbatch.sources import read_bytes
+
+    clips = {f"c{i}.wav": bytes([i]) * (100 + i) for i in range(3)}
+    with zipfile.ZipFile(tmp_path / "a.zip", "w") as z:
+        for name, data in clips.items():
+            z.writestr(f"dir/{name}", data)
+        z.writestr("dir/readme.md", "text")
+    with tarfile.open(tmp_path / "b.tar.gz", "w:gz") as t:
+        for name in clips:
+            (tmp_path / name).write_bytes(clips[name])
+            t.add(tmp_path / name, f"t/{name}")
+            (tmp_path / name).unlink()
+    records = list(list_sources([str(tmp_path)]))
+    assert sorted(r.path.split("::")[1] for r in records) == sorted(
+        [f"dir/{n}" for n in clips] + [f"t/{n}" for n in clips]
+    )
+    for record in records:
+        name = record.path.rsplit("/", 1)[1]
+        assert read_bytes(record.uri, record.offset, record.size) == clips[name]
+        assert record.offset == -1  # zip and compressed tar: read through the archive index / stream
+    # Rewriting the archive changes its members' ids (resume never trusts stale output).
+    before = {r.path: r.file_id for r in records}
+    with zipfile.ZipFile(tmp_path / "a.zip", "a") as z:
+        z.writestr("dir/c9.wav", b"x")
+    after = {r.path: r.file_id for r in list_sources([str(tmp_path / "a.zip")])}
+    assert all(after[p] != before[p] for p in after if p in before)
+
+
+def test_a_broken_archive_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "bad.zip").write_bytes(b"PK not a zip")
+    with pytest.raises(SourceError, match="cannot read archive"):
+        list(list_sources([str(tmp_path / "bad.zip")]))
