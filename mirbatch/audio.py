@@ -1,13 +1,15 @@
 """Decoding: encoded bytes or files -> mono float32 at the model's sample rate.
 
 libsndfile (through soundfile) reads WAV, FLAC, OGG/Vorbis, OGG/Opus, MP3, AIFF and more; soxr
-resamples with a proper band-limited filter. Audio is read, downmixed and resampled block by block,
-so memory holds the mono output plus one block, never the whole multichannel input.
+resamples with a proper band-limited filter. Audio is read, downmixed and resampled block by block
+and handed on in chunks (``decode_chunks``), so memory holds one block and a chunk or two, never
+the whole input.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -16,7 +18,16 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-__all__ = ["AUDIO_EXTENSIONS", "DecodeError", "DecodedAudio", "decode", "to_mono", "resample"]
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "AudioChunk",
+    "DecodeError",
+    "DecodedAudio",
+    "decode",
+    "decode_chunks",
+    "to_mono",
+    "resample",
+]
 
 # File name endings listed when a source is a directory (explicit files are always tried).
 AUDIO_EXTENSIONS: frozenset[str] = frozenset(
@@ -95,8 +106,126 @@ def _open(source: bytes | str | Path | BinaryIO) -> sf.SoundFile:
         raise DecodeError(f"cannot open audio: {exc}") from None
 
 
+def _salvage(f: sf.SoundFile, position: int, channels: int) -> np.ndarray:
+    """Re-read from ``position`` in small steps up to the first damage: the frames a failed large
+    read would have lost [shape=(n, channels)]."""
+    pieces: list[np.ndarray] = []
+    try:
+        f.seek(position)
+        while True:
+            block = f.read(4096, dtype="float32", always_2d=True)
+            if len(block) == 0:
+                break
+            pieces.append(block)
+    except (sf.LibsndfileError, RuntimeError):
+        pass
+    return np.concatenate(pieces) if pieces else np.zeros((0, channels), np.float32)
+
+
+@dataclass(frozen=True)
+class AudioChunk:
+    """One piece of a decoded stream (``decode_chunks``).
+
+    Attributes
+    ----------
+    index : int
+        0, 1, ... in stream order.
+    samples : np.ndarray [shape=(n,), dtype=float32]
+        Mono samples at the target rate; every chunk but the last holds exactly the chunk length.
+    last : bool
+        Whether this is the stream's final chunk.
+    source_rate, channels : int
+        Of the input.
+    duration_s : float
+        Input duration decoded so far (the whole file's on the last chunk).
+    """
+
+    index: int
+    samples: np.ndarray
+    last: bool
+    source_rate: int
+    channels: int
+    duration_s: float
+
+
+def decode_chunks(
+    source: bytes | str | Path | BinaryIO, target_rate: int = 22050, chunk_samples: int | None = None
+) -> Iterator[AudioChunk]:
+    """Decode to mono float32 at ``target_rate`` in chunks of ``chunk_samples`` output samples.
+
+    Memory holds one read block and at most two chunks, however long the input: a 60-minute file is
+    never whole in memory. ``chunk_samples`` None yields one chunk with everything.
+
+    Raises
+    ------
+    DecodeError
+        Before the first chunk, when the input is empty, not audio or holds no samples. A file
+        truncated after some audio yields what decoded before the damage.
+    """
+    with _open(source) as f:
+        source_rate, channels = int(f.samplerate), int(f.channels)
+        if source_rate <= 0 or channels <= 0:
+            raise DecodeError(f"invalid header: {source_rate} Hz, {channels} channels")
+        stream = None
+        if source_rate != target_rate:
+            stream = soxr.ResampleStream(source_rate, target_rate, 1, "float32", "HQ")
+        pending: list[np.ndarray] = []
+        n_pending = 0
+        n_in = 0
+        index = 0
+        held: np.ndarray | None = None  # a full chunk kept back until we know whether it is the last
+
+        def info(samples: np.ndarray, last: bool) -> AudioChunk:
+            return AudioChunk(index, samples, last, source_rate, channels, n_in / source_rate)
+
+        done = damaged = False
+        while not done:
+            if damaged:
+                block = np.zeros((0, channels), np.float32)
+            else:
+                try:
+                    block = f.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
+                except sf.LibsndfileError as exc:
+                    # Truncated or corrupt: keep what decodes before the damage.
+                    block, damaged = _salvage(f, n_in, channels), True
+                    if n_in == 0 and len(block) == 0:
+                        raise DecodeError(f"unreadable audio data ({exc.error_string.rstrip('.')})") from None
+            if len(block) == 0:
+                done = True
+                if n_in == 0:
+                    raise DecodeError("the file holds no audio samples")
+                out = stream.resample_chunk(np.zeros(0, np.float32), last=True) if stream else None
+            else:
+                n_in += len(block)
+                mono = to_mono(block)
+                if not np.isfinite(mono).all():
+                    # Float files can carry NaN/inf; zero them before the resampler smears them around.
+                    mono = np.nan_to_num(mono, nan=0.0, posinf=0.0, neginf=0.0)
+                out = mono if stream is None else stream.resample_chunk(mono)
+            if out is not None and len(out):
+                pending.append(np.asarray(out, dtype=np.float32))
+                n_pending += len(out)
+            while chunk_samples and n_pending >= chunk_samples and not (done and n_pending == chunk_samples):
+                joined = np.concatenate(pending)
+                piece, rest = joined[:chunk_samples], joined[chunk_samples:]
+                pending, n_pending = ([rest] if len(rest) else []), len(rest)
+                if held is not None:
+                    yield info(held, False)
+                    index += 1
+                held = piece
+        tail = np.concatenate(pending) if pending else np.zeros(0, np.float32)
+        if held is not None and len(tail) == 0:
+            yield info(np.ascontiguousarray(held), True)
+            return
+        if held is not None:
+            yield info(held, False)
+            index += 1
+        yield info(np.ascontiguousarray(tail), True)
+
+
 def decode(source: bytes | str | Path | BinaryIO, target_rate: int = 22050) -> DecodedAudio:
-    """Decode an audio file to mono float32 at ``target_rate``.
+    """Decode an audio file to mono float32 at ``target_rate`` (whole; see ``decode_chunks`` for
+    long inputs).
 
     Parameters
     ----------
@@ -114,39 +243,13 @@ def decode(source: bytes | str | Path | BinaryIO, target_rate: int = 22050) -> D
     DecodeError
         When the input is empty, not audio, truncated beyond reading, or holds no samples.
     """
-    with _open(source) as f:
-        source_rate, channels = int(f.samplerate), int(f.channels)
-        if source_rate <= 0 or channels <= 0:
-            raise DecodeError(f"invalid header: {source_rate} Hz, {channels} channels")
-        stream = None
-        if source_rate != target_rate:
-            stream = soxr.ResampleStream(source_rate, target_rate, 1, "float32", "HQ")
-        pieces: list[np.ndarray] = []
-        n_in = 0
-        try:
-            while True:
-                block = f.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
-                if len(block) == 0:
-                    break
-                n_in += len(block)
-                mono = to_mono(block)
-                if not np.isfinite(mono).all():
-                    # Float files can carry NaN/inf; zero them before the resampler smears them around.
-                    mono = np.nan_to_num(mono, nan=0.0, posinf=0.0, neginf=0.0)
-                pieces.append(mono if stream is None else stream.resample_chunk(mono))
-        except sf.LibsndfileError as exc:
-            if n_in == 0:
-                raise DecodeError(f"unreadable audio data ({exc.error_string.rstrip('.')})") from None
-            # A truncated file: keep what decoded before the damage.
-        if stream is not None:
-            pieces.append(stream.resample_chunk(np.zeros(0, np.float32), last=True))
-    if n_in == 0:
-        raise DecodeError("the file holds no audio samples")
-    samples = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+    chunks = list(decode_chunks(source, target_rate))
+    last = chunks[-1]
+    samples = np.concatenate([c.samples for c in chunks]) if len(chunks) > 1 else last.samples
     return DecodedAudio(
         samples=np.ascontiguousarray(samples, dtype=np.float32),
         sample_rate=target_rate,
-        source_rate=source_rate,
-        channels=channels,
-        duration_s=n_in / source_rate,
+        source_rate=last.source_rate,
+        channels=last.channels,
+        duration_s=last.duration_s,
     )

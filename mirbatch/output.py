@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -114,12 +115,19 @@ class ResultWriter:
         Dataset folder or ``s3://bucket/prefix``.
     rows_per_part : int
         Rows buffered before a part is written.
+    flush_s : float
+        A part is also written when this long has passed since the last one, so a killed driver
+        loses at most that much work (the rerun redoes it).
     s3 : S3Options, optional
     """
 
-    def __init__(self, out: str | Path, rows_per_part: int = 2000, s3: S3Options | None = None) -> None:
+    def __init__(
+        self, out: str | Path, rows_per_part: int = 2000, flush_s: float = 15.0, s3: S3Options | None = None
+    ) -> None:
         self.fs, self.root = _fs(out, s3)
         self.rows_per_part = rows_per_part
+        self.flush_s = flush_s
+        self._last_flush = time.monotonic()
         self.run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
         self._rows: list[dict[str, Any]] = []
         self._seq = 0
@@ -131,7 +139,7 @@ class ResultWriter:
 
     def add(self, row: dict[str, Any]) -> None:
         self._rows.append(row)
-        if len(self._rows) >= self.rows_per_part:
+        if len(self._rows) >= self.rows_per_part or time.monotonic() - self._last_flush >= self.flush_s:
             self.flush()
 
     def extend(self, rows: Iterable[dict[str, Any]]) -> None:
@@ -140,6 +148,7 @@ class ResultWriter:
 
     def flush(self) -> None:
         """Write buffered rows as one part, atomically."""
+        self._last_flush = time.monotonic()
         if not self._rows:
             return
         table = pa.Table.from_pylist(self._rows, schema=OUTPUT_SCHEMA)

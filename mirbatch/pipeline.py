@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from mirbatch.aggregate import aggregate_file
-from mirbatch.audio import DecodeError, decode
+from mirbatch.audio import DecodeError, decode_chunks
 from mirbatch.features import FeatureConfig, make_featurizer
 from mirbatch.matching import SupportSet, score_against_support
 from mirbatch.models import (
@@ -37,7 +36,7 @@ from mirbatch.models import (
     read_checkpoint_bytes,
 )
 from mirbatch.output import ResultWriter, completed_file_ids, reset_output
-from mirbatch.sources import FileRecord, S3Options, list_sources, record_bytes
+from mirbatch.sources import FileRecord, S3Options, list_sources, open_record
 
 __all__ = [
     "TagConfig",
@@ -185,37 +184,48 @@ def write_manifest(records: Iterable[FileRecord], done: set[str], start_ray: Cal
     return Manifest(blocks, total, todo)
 
 
-def decode_batch(batch: pa.Table, sample_rate: int, chunk_s: float, s3: S3Options | None = None) -> pa.Table:
-    """Ray Data stage: file records -> decoded mono chunks (one row per chunk, or one error row)."""
+def decode_batch(batch: pa.Table, sample_rate: int, chunk_s: float, s3: S3Options | None = None) -> Iterator[pa.Table]:
+    """Ray Data stage: file records -> decoded mono chunks (one row per chunk, or an error row).
+
+    A generator: rows leave in blocks of about one chunk of audio as they are decoded, so a task
+    holds at most a chunk or two of one file however long it is. Only a file's last row carries
+    ``n_chunks`` (the count is known once the stream ends); the others carry -1.
+    """
     rows: list[dict[str, Any]] = []
+    buffered = 0
     chunk_len = max(1, int(chunk_s * sample_rate))
     for rec in batch.to_pylist():
         base = {"file_id": rec["file_id"], "path": rec["path"], "size": rec["size"]}
+        index = 0
         try:
-            audio = decode(record_bytes(rec, s3), sample_rate)
+            with open_record(rec, s3) as handle:
+                for chunk in decode_chunks(handle, sample_rate, chunk_len):
+                    index = chunk.index
+                    rows.append(
+                        {
+                            **base,
+                            "chunk": chunk.index,
+                            "n_chunks": chunk.index + 1 if chunk.last else -1,
+                            "offset_s": chunk.index * chunk_len / sample_rate,
+                            "samples": chunk.samples.tobytes(),
+                            "duration_s": chunk.duration_s,
+                            "sample_rate": chunk.source_rate,
+                            "channels": chunk.channels,
+                            "error": None,
+                        }
+                    )
+                    index += 1
+                    buffered += len(chunk.samples)
+                    if buffered >= chunk_len:
+                        yield pa.Table.from_pylist(rows, schema=_DECODED_SCHEMA)
+                        rows, buffered = [], 0
         except DecodeError as exc:
-            rows.append({**base, "chunk": 0, "n_chunks": 1, "offset_s": 0.0, "error": exc.reason})
-            continue
+            rows.append({**base, "chunk": index, "n_chunks": index + 1, "offset_s": 0.0, "error": exc.reason})
         except OSError as exc:
-            rows.append({**base, "chunk": 0, "n_chunks": 1, "offset_s": 0.0, "error": f"cannot read file: {exc}"})
-            continue
-        n_chunks = max(1, math.ceil(len(audio.samples) / chunk_len))
-        for c in range(n_chunks):
-            piece = audio.samples[c * chunk_len : (c + 1) * chunk_len]
-            rows.append(
-                {
-                    **base,
-                    "chunk": c,
-                    "n_chunks": n_chunks,
-                    "offset_s": c * chunk_len / sample_rate,
-                    "samples": piece.tobytes(),
-                    "duration_s": audio.duration_s,
-                    "sample_rate": audio.source_rate,
-                    "channels": audio.channels,
-                    "error": None,
-                }
-            )
-    return pa.Table.from_pylist(rows, schema=_DECODED_SCHEMA)
+            error = f"cannot read file: {exc}"
+            rows.append({**base, "chunk": index, "n_chunks": index + 1, "offset_s": 0.0, "error": error})
+    if rows:
+        yield pa.Table.from_pylist(rows, schema=_DECODED_SCHEMA)
 
 
 class ScoreActor:
@@ -303,7 +313,8 @@ class FileAssembler:
         if any(p["chunk"] == chunk["chunk"] for p in parts):
             return None  # a retried task delivered this chunk twice
         parts.append(chunk)
-        if len(parts) < chunk["n_chunks"]:
+        total = max(p["n_chunks"] for p in parts)  # known from the file's last row only
+        if total <= 0 or len(parts) < total:
             return None
         del self._pending[chunk["file_id"]]
         return self._row(sorted(parts, key=lambda p: p["chunk"]))
@@ -336,7 +347,7 @@ class FileAssembler:
         result = aggregate_file(
             probs, starts, levels, self.labels, self.features.patch_s, self.top_k, self.unknown_threshold
         )
-        duration = float(first["duration_s"])
+        duration = float(parts[-1]["duration_s"])
         return {
             **row,
             "status": "ok",

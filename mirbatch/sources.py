@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import io
 import os
 import tarfile
 import time
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from mirbatch.audio import AUDIO_EXTENSIONS
 
@@ -38,6 +40,7 @@ __all__ = [
     "list_sources",
     "make_file_id",
     "read_bytes",
+    "open_record",
     "record_bytes",
     "split_member",
 ]
@@ -191,8 +194,13 @@ def _members(archive_path: str, archive_uri: str, version: str, fs: Any, fs_path
 
 
 def _local_entry(listed: str, path: Path) -> Iterator[FileRecord]:
-    st = path.stat()
     uri = str(path.absolute())
+    try:
+        st = path.stat()
+    except OSError as exc:
+        # A dangling link or a symlink loop: still one input, whose read fails with the reason.
+        yield _record(listed, uri, 0, f"unreadable:{exc.errno}")
+        return
     version = str(st.st_mtime_ns)
     if is_archive(path.name):
         from fsspec.implementations.local import LocalFileSystem
@@ -311,6 +319,24 @@ def read_bytes(uri: str, offset: int = -1, size: int = -1, s3: S3Options | None 
         raise FileNotFoundError(f"{member} is not in {container}") from None
     except (zipfile.BadZipFile, tarfile.TarError) as exc:
         raise OSError(f"cannot read {member} from {container}: {exc}") from None
+
+
+@contextmanager
+def open_record(record: dict[str, Any], s3: S3Options | None = None) -> Iterator[str | BinaryIO]:
+    """Something ``soundfile`` reads a record from without holding the whole file: a local path, a
+    buffered S3 file (range reads), or an archive member's bytes (members are read alone)."""
+    container, member = split_member(record["uri"])
+    if member is not None:
+        yield io.BytesIO(record_bytes(record, s3))
+    elif container.startswith("s3://"):
+        fs, path = filesystem(container, s3)
+        with _retry(lambda: fs.open(path, "rb", block_size=8 << 20), container) as f:
+            yield f
+    else:
+        path = container.removeprefix("file://")
+        with open(path, "rb"):  # fails here with the OS's reason (missing, symlink loop, permission)
+            pass
+        yield path
 
 
 def record_bytes(record: dict[str, Any], s3: S3Options | None = None) -> bytes:
