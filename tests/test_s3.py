@@ -98,3 +98,119 @@ def test_missing_bucket_is_a_clear_error(s3_server: str) -> None:
     result = CliRunner().invoke(main, ["tag", "s3://no-such-bucket/x/", "--out", "o", "--s3-endpoint", s3_server])
     assert result.exit_code != 0
     assert "no-such-bucket" in result.output and "Traceback" not in result.output
+
+
+class _FlakyProxy:
+    """An HTTP proxy in front of the S3 server that answers 503 (SlowDown) to the first GET of every
+    object, or 500 to every PUT when ``fail_puts`` is set: S3's own transient failures, for real."""
+
+    def __init__(self, upstream: str) -> None:
+        import http.client
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import urlsplit
+
+        self.failed_gets: set[str] = set()
+        self.fail_puts = False
+        target = urlsplit(upstream)
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # answers "Expect: 100-continue" as clients expect
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _forward(self) -> None:
+                body = self._body()
+                key = self.path.split("?")[0]
+                if self.command == "GET" and key.count("/") >= 2 and key not in proxy.failed_gets:
+                    proxy.failed_gets.add(key)
+                    return self._fail(503, "SlowDown")
+                if self.command == "PUT" and proxy.fail_puts:
+                    return self._fail(500, "InternalError")
+                connection = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+                # The upstream's own Host header (moto reads the bucket from it).
+                drop = ("host", "expect", "transfer-encoding", "content-length")
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in drop}
+                connection.request(self.command, self.path, body=body, headers=headers)
+                response = connection.getresponse()
+                data = response.read()
+                self.send_response(response.status)
+                for name, value in response.getheaders():
+                    if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(name, value)
+                # A HEAD's length is the object's; otherwise the body's.
+                length = response.getheader("Content-Length", "0") if self.command == "HEAD" else str(len(data))
+                self.send_header("Content-Length", length)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _body(self) -> bytes | None:
+                if "chunked" in self.headers.get("Transfer-Encoding", ""):
+                    data = b""
+                    while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+                        data += self.rfile.read(size)
+                        self.rfile.readline()
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return data
+                length = int(self.headers.get("Content-Length") or 0)
+                return self.rfile.read(length) if length else None
+
+            def _fail(self, status: int, code: str) -> None:
+                data = f"<Error><Code>{code}</Code><Message>injected</Message></Error>".encode()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def test_transient_read_errors_are_retried_and_failed_writes_keep_committed_output(
+    s3_server: str, bucket: tuple[s3fs.S3FileSystem, list[Path]]
+) -> None:
+    fs, _ = bucket
+    proxy = _FlakyProxy(s3_server)
+    try:
+        args = ["tag", "s3://archive/audio/", "--out", "s3://archive/flaky/", "--s3-endpoint", proxy.url]
+        result = CliRunner().invoke(main, args, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        assert len(proxy.failed_gets) >= 10  # every object's first read failed, and was retried
+        rows = _read(fs, "archive/flaky/")
+        assert len(rows) == 10 and all(r["status"] == "ok" for r in rows)
+        committed = {p: fs.cat_file(p) for p in fs.glob("archive/flaky/part-*.parquet")}
+        assert committed
+        # One more input, and now every write fails: the run fails, and what was committed stays.
+        fs.pipe_file("archive/audio/late/late.wav", fs.cat_file(next(iter(sorted(fs.find("archive/audio/"))))))
+        proxy.fail_puts = True
+        again = CliRunner().invoke(main, args)
+        assert again.exit_code != 0
+        fs.invalidate_cache()
+        assert {p: fs.cat_file(p) for p in fs.glob("archive/flaky/part-*.parquet")} == committed
+        fs.rm("archive/audio/late/late.wav")
+    finally:
+        proxy.close()
+
+
+def test_credentials_never_reach_output_or_messages(
+    s3_server: str, bucket: tuple[s3fs.S3FileSystem, list[Path]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "SECRETkey-never-print-me-0123456789"
+    fs, _ = bucket
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)  # the driver's S3 calls sign with it
+    runner = CliRunner()
+    ok = runner.invoke(main, ["tag", "s3://archive/audio/", "--out", "s3://archive/secret/", "--s3-endpoint",
+                              s3_server])  # fmt: skip
+    failed = runner.invoke(main, ["tag", "s3://missing-bucket/", "--out", "o", "--s3-endpoint", s3_server])
+    texts = [ok.output, failed.output, fs.cat_file("archive/secret/_SUCCESS").decode()]
+    texts += [fs.cat_file(p).decode("latin-1") for p in fs.glob("archive/secret/part-*.parquet")]
+    assert not any(secret in text for text in texts)
