@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 MIRBATCH := $(VENV)/bin/mirbatch
 DATA ?= data
 
-.PHONY: install system-deps demo test test-fast lint examples weights clean
+.PHONY: install system-deps demo test test-fast lint examples weights matcher-weights bench clean
 
 # torch first, pinned to the CPU build on this disk: otherwise pip resolves a multi-GB CUDA build.
 $(VENV)/.installed: pyproject.toml
@@ -23,8 +23,8 @@ demo: install
 	$(MIRBATCH) show build/demo-labels
 
 lint: install
-	$(VENV)/bin/ruff check mirbatch tests scripts
-	$(VENV)/bin/ruff format --check mirbatch tests scripts
+	$(VENV)/bin/ruff check mirbatch tests scripts bench
+	$(VENV)/bin/ruff format --check mirbatch tests scripts bench
 	$(VENV)/bin/mypy mirbatch
 
 test: install system-deps lint
@@ -43,6 +43,27 @@ weights: install system-deps
 	$(MIRBATCH) data render --soundfont timgm6mb --out $(DATA)/timgm6mb_train --per-class 200 --seed 1
 	$(MIRBATCH) train --model cnn-freq --data $(DATA)/fluidr3 --data $(DATA)/freepats --data $(DATA)/timgm6mb_train \
 		--out mirbatch/weights/cnn-default.safetensors --epochs 40 --patience 10 --storage build/runs
+
+# The bundled matcher: taxonomy labels + the extra GM programs, minus ten extras held out for the
+# one-shot evaluation (6,11,20,33,45,52,74,79,81,112), from all three libraries.
+MATCHER_HELD := 6,11,20,33,45,52,74,79,81,112
+MATCHER_TRAIN := 4,8,14,15,18,32,44,47,48,59,61,77,78,80,82,83,84,85,86,87,88,89,90,91,92,93,94,95,111,113,115,116,117
+matcher-weights: install system-deps
+	for lib in fluidr3 timgm6mb freepats; do \
+		$(MIRBATCH) data render --soundfont $$lib --out $(DATA)/matcher_$$lib --per-class 40 --seed 21 \
+			--labels $$($(PY) -c "from mirbatch.taxonomy import DEFAULT_LABELS as L; print(','.join(L))") \
+			--programs $(MATCHER_TRAIN); \
+		$(MIRBATCH) data render --soundfont $$lib --out $(DATA)/held_$$lib --per-class 20 --seed 22 \
+			--programs $(MATCHER_HELD); \
+	done
+	$(MIRBATCH) train --model residual-siamese --data $(DATA)/matcher_fluidr3 --data $(DATA)/matcher_timgm6mb \
+		--data $(DATA)/matcher_freepats --augment-copies 1 --batch-size 64 --epochs 22 --patience 6 \
+		--out mirbatch/weights/siamese-default.safetensors --storage build/runs
+	$(MIRBATCH) eval --model siamese-default --data $(DATA)/held_fluidr3
+
+# Benchmarks against the baselines users know (an hour of generated audio; see bench/run.py).
+bench: install
+	$(PY) bench/run.py
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

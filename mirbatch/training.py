@@ -804,7 +804,7 @@ def train(
             "lr": config.learning_rate,
             "optimizer": "adam" if is_matcher(config.architecture) else "rmsprop",
             "seed": config.seed,
-            "split": f"by file, {config.val_fraction:.0%} validation",
+            "split": f"by {config.split}, {config.val_fraction:.0%} validation",
             "augment": config.augment.to_dict(),
             "workers": config.workers,
             **({"aux_weight": config.aux_weight} if is_matcher(config.architecture) else {}),

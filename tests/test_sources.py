@@ -102,3 +102,19 @@ def test_a_broken_archive_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "bad.zip").write_bytes(b"PK not a zip")
     with pytest.raises(SourceError, match="cannot read archive"):
         list(list_sources([str(tmp_path / "bad.zip")]))
+
+
+def test_archive_members_that_try_to_escape_are_only_names(tmp_path: Path) -> None:
+    import zipfile
+
+    from mirbatch.sources import read_bytes
+
+    archive = tmp_path / "inner" / "evil.zip"
+    archive.parent.mkdir()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("../../escaped.wav", b"RIFF one")
+        z.writestr("/tmp/absolute.wav", b"RIFF two")
+    records = {r.path.split("::")[1]: r for r in list_sources([str(archive)])}
+    assert set(records) == {"../../escaped.wav", "/tmp/absolute.wav"}
+    assert read_bytes(records["../../escaped.wav"].uri) == b"RIFF one"
+    assert not (tmp_path / "escaped.wav").exists() and not Path("/tmp/absolute.wav").exists()

@@ -145,3 +145,33 @@ def test_tag_match_writes_the_contract_and_honours_the_threshold(
     as_classifier = [*base[:-1], "cnn-default", "--out", str(tmp_path / "y")]
     classifier = runner.invoke(main, as_classifier)
     assert classifier.exit_code != 0 and "needs a matcher" in classifier.output
+
+
+RESERVED = ("gm009_glockenspiel", "gm021_accordion", "gm053_voice_oohs", "gm072_piccolo", "gm105_banjo")
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_bundled_matcher_labels_instruments_it_never_heard(tmp_path: Path) -> None:
+    """One FluidR3 clip per reserved GM program (no training ever used them) enrolled with the
+    bundled matcher; other recordings of them are tagged in match mode."""
+    from mirbatch.models import load_checkpoint
+    from mirbatch.taxonomy import is_reserved_program
+
+    assert all(is_reserved_program(int(label[2:5])) for label in RESERVED)
+    assert not set(RESERVED) & set(load_checkpoint("siamese-default").meta.labels)
+    shots, queries = tmp_path / "shots", tmp_path / "queries"
+    render_dataset(RenderConfig("fluidr3", per_class=1, seed=41, labels=RESERVED), shots)
+    render_dataset(RenderConfig("fluidr3", per_class=6, seed=42, labels=RESERVED), queries)
+    lib = tmp_path / "lib"
+    assert enroll(lib, [str(shots)]).files_added == len(RESERVED)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main, ["tag", str(queries), "--out", str(out), "--mode", "match", "--support", str(lib)]
+    )
+    assert result.exit_code == 0, result.output
+    df = pd.read_parquet(out)
+    truth = df["path"].map(lambda p: Path(p).parent.name)
+    best = df["top_labels"].map(lambda labels: labels[0])
+    assert len(df) == 30 and set(df["model"].str.split("@").str[0]) == {"siamese-default"}
+    assert (best == truth).mean() >= 0.7  # chance: 0.2
+    assert set(df["label"]) <= {*RESERVED, "unknown"}

@@ -1,0 +1,195 @@
+"""mirbatch benchmarks against the baselines users know, run in one process.
+
+Generates a corpus (3 s files of 44.1 kHz stereo WAV, like CD rips, plus one 60-minute FLAC), then
+prints audio-seconds per wall-second and ratios for:
+
+1. the loop users write: per file ``librosa.load`` + ``melspectrogram`` + ``power_to_db`` + the
+   same CNN on the same 1 s patches (the baseline);
+2. ``mirbatch tag`` (mel, the bundled CNN) with 1 and 2 workers, end to end with Parquet written;
+   Ray start-up is reported apart from the steady-state rate;
+3. scalograms: a ``pywt.cwt(method="fft")`` loop vs mirbatch's scalogram at the same scales;
+4. one-shot matching against 10,000 support embeddings (``bench/match_support.py``);
+5. peak memory (RSS) of the driver and of each Ray worker process, also for the 60-minute file.
+
+    python bench/run.py               # the full run (an hour of audio)
+    python bench/run.py --hours 0.1   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+RATE = 44100
+
+
+def _tone_clip(rng: np.random.Generator, seconds: float) -> np.ndarray:
+    """A few harmonic notes with decay and a little noise [shape=(n, 2)], float32."""
+    n = int(seconds * RATE)
+    t = np.arange(n) / RATE
+    y = np.zeros(n, np.float32)
+    for start in np.sort(rng.uniform(0, seconds - 0.3, size=int(rng.integers(1, 5)))):
+        f0 = 110.0 * 2 ** (rng.integers(0, 36) / 12)
+        env = np.where(t >= start, np.exp(-(t - start) * rng.uniform(1, 6)), 0.0)
+        for h in range(1, 6):
+            y += (0.3 / h * env * np.sin(2 * np.pi * f0 * h * (t - start))).astype(np.float32)
+    y += rng.normal(scale=0.003, size=n).astype(np.float32)
+    return np.stack([y, 0.9 * y], axis=1) * 0.5
+
+
+def make_corpus(root: Path, hours: float) -> tuple[list[Path], Path]:
+    """``hours`` of 3 s WAV files and one 60-minute FLAC under ``root`` (kept between runs)."""
+    short = root / "short"
+    short.mkdir(parents=True, exist_ok=True)
+    n = int(hours * 3600 / 3)
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(n):
+        path = short / f"{i // 100:03d}" / f"clip_{i:05d}.wav"
+        if not path.exists():
+            path.parent.mkdir(exist_ok=True)
+            sf.write(str(path), _tone_clip(rng, 3.0), RATE, subtype="PCM_16")
+        files.append(path)
+    long = root / "long" / "sixty_minutes.flac"
+    if not long.exists():
+        long.parent.mkdir(parents=True, exist_ok=True)
+        with sf.SoundFile(str(long), "w", samplerate=RATE, channels=2, format="FLAC") as f:
+            for _ in range(1200):
+                f.write(_tone_clip(rng, 3.0))
+    return files, long
+
+
+def users_loop(files: list[Path], model: torch.nn.Module) -> float:
+    """The baseline: what a user writes by hand. Returns audio seconds processed."""
+    import librosa
+
+    audio_s = 0.0
+    for path in files:
+        y, sr = librosa.load(str(path), sr=22050, mono=True)
+        mel = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=2048, hop_length=512, n_mels=96)
+        db = librosa.power_to_db(mel, ref=np.max, top_db=80.0)
+        patches = [db[:, s : s + 44] for s in range(0, max(1, db.shape[1] - 44 + 1), 22)]
+        x = torch.from_numpy(np.stack([(p - p.min()) / (np.ptp(p) + 1e-6) for p in patches])[:, None]).float()
+        x = torch.nn.functional.interpolate(x, size=(150, 150), mode="bilinear", align_corners=False)
+        with torch.no_grad():
+            torch.softmax(model(x), dim=1).mean(dim=0)
+        audio_s += len(y) / sr
+    return audio_s
+
+
+class PeakMemory:
+    """Samples the peak RSS (VmHWM) of Ray's worker processes while running."""
+
+    def __init__(self) -> None:
+        self.peaks: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for pid in os.listdir("/proc"):
+                if not pid.isdigit():
+                    continue
+                try:
+                    title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+                    if not title.startswith("ray::") or "IDLE" in title:
+                        continue
+                    status = Path(f"/proc/{pid}/status").read_text()
+                except OSError:
+                    continue
+                match = re.search(r"VmHWM:\s+(\d+) kB", status)
+                if match:
+                    key = f"{title.split()[0][:48]} (pid {pid})"
+                    self.peaks[key] = max(self.peaks.get(key, 0), int(match.group(1)) * 1024)
+            time.sleep(0.25)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:.0f} MiB"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hours", type=float, default=1.0, help="Audio in 3 s files (>= 1 for the record).")
+    parser.add_argument("--corpus", type=Path, default=Path(tempfile.gettempdir()) / "mirbatch-bench")
+    parser.add_argument("--baseline-files", type=int, default=300, help="Files the users' loop times.")
+    args = parser.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {sys.platform}")
+    started = time.perf_counter()
+    files, long = make_corpus(args.corpus, args.hours)
+    print(f"corpus: {len(files)} files x 3 s ({len(files) * 3 / 3600:.2f} h) + 60 min FLAC, "
+          f"ready in {time.perf_counter() - started:.0f}s")  # fmt: skip
+
+    from mirbatch.models import load_checkpoint
+
+    model = load_checkpoint("cnn-default").model
+    sample = files[: args.baseline_files]
+    users_loop(sample[:5], model)  # warm-up (imports, numba)
+    t0 = time.perf_counter()
+    audio = users_loop(sample, model)
+    loop_rate = audio / (time.perf_counter() - t0)
+    print(f"\n[1] users' loop (librosa + CNN), {len(sample)} files: {loop_rate:8.1f} audio-s/s   1.00x")
+
+    import ray
+
+    from mirbatch.pipeline import TagConfig, run_tag
+
+    t0 = time.perf_counter()
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
+    startup = time.perf_counter() - t0
+    print(f"\n[2] Ray start-up: {startup:.1f}s")
+    out_root = Path(tempfile.mkdtemp(prefix="mirbatch-bench-out-"))
+    rates = {}
+    for workers in (1, 2):
+        config = TagConfig(sources=(str(args.corpus / "short"),), out=str(out_root / f"w{workers}"),
+                           workers=workers, resume=False)  # fmt: skip
+        with PeakMemory() as memory:
+            summary = run_tag(config)
+        rates[workers] = summary.throughput
+        total = len(files) * 3.0
+        with_startup = total / (summary.wall_s + startup)
+        print(f"    mirbatch tag --workers {workers}: {summary.throughput:8.1f} audio-s/s steady "
+              f"({summary.throughput / loop_rate:.2f}x the loop); with Ray start-up {with_startup:.1f} audio-s/s "
+              f"({with_startup / loop_rate:.2f}x)")  # fmt: skip
+        for name, peak in sorted(memory.peaks.items()):
+            print(f"      peak RSS {name}: {_mib(peak)}")
+    print(f"    2 workers / 1 worker: {rates[2] / rates[1]:.2f}x")
+    with PeakMemory() as memory:
+        summary = run_tag(TagConfig(sources=(str(long),), out=str(out_root / "long"), resume=False))
+    print(
+        f"    60-minute file: {summary.throughput:.1f} audio-s/s; worker peaks: "
+        + ", ".join(f"{n.split(' (')[0]} {_mib(p)}" for n, p in sorted(memory.peaks.items()))
+    )
+    ray.shutdown()
+
+    print("\n[3] scalograms: pywt.cwt(method='fft') loop vs mirbatch at the same scales (Morlet)")
+    subprocess.run([sys.executable, str(Path(__file__).with_name("scalogram.py"))], check=True)
+    print("\n[4] one-shot matching against 10,000 support embeddings")
+    subprocess.run([sys.executable, str(Path(__file__).with_name("match_support.py"))], check=True)
+    import resource
+
+    print(f"\ndriver peak RSS: {_mib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)}")
+
+
+if __name__ == "__main__":
+    main()
