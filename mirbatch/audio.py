@@ -74,7 +74,11 @@ def to_mono(block: np.ndarray) -> np.ndarray:
     """Average channels: ``block`` [shape=(n, channels)] -> [shape=(n,)], float32."""
     if block.ndim == 1:
         return block.astype(np.float32, copy=False)
-    return block.mean(axis=1, dtype=np.float32)
+    if block.shape[1] == 1:
+        return np.ascontiguousarray(block[:, 0], dtype=np.float32)
+    # A matrix-vector product: several times faster than ``mean(axis=1)`` over a short axis.
+    weights = np.full(block.shape[1], 1.0 / block.shape[1], dtype=np.float32)
+    return np.asarray(block, dtype=np.float32) @ weights
 
 
 def resample(y: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:

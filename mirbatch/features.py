@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-import librosa
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -187,6 +186,8 @@ def feature_config_from_dict(d: dict[str, Any]) -> FeatureConfig:
 
 def mel_filterbank(config: MelConfig) -> torch.Tensor:
     """Slaney mel filterbank [shape=(n_mels, 1 + n_fft // 2)], librosa's own definition."""
+    import librosa  # here, not at module level: its import costs a second in every worker that loads this
+
     fb = librosa.filters.mel(
         sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels, fmin=config.fmin, fmax=config.fmax
     )
@@ -425,7 +426,7 @@ class ScalogramFeaturizer(torch.nn.Module):
 
     spectrum: torch.Tensor
 
-    def __init__(self, config: ScalogramConfig, chunk: int = 16) -> None:
+    def __init__(self, config: ScalogramConfig, chunk: int = 32) -> None:
         super().__init__()
         self.config = config
         self.chunk = chunk

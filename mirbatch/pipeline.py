@@ -1,6 +1,6 @@
 """Ray Data wiring for ``mirbatch tag``.
 
-records (driver) -> ``decode_batch`` (CPU tasks: bytes -> mono chunks) -> ``ScoreActor`` (actor
+records (driver) -> ``decoding.decode_batch`` (CPU tasks: files -> mono chunks) -> ``ScoreActor`` (actor
 pool: features + model, on the actor's GPU when it has one; class probabilities, or in match mode
 the support labels' scores) -> driver: chunks -> files (``aggregate``) -> ``ResultWriter`` (atomic
 Parquet parts, resume by ``file_id``).
@@ -15,7 +15,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from mirbatch.aggregate import aggregate_file
-from mirbatch.audio import DecodeError, decode_chunks
+from mirbatch.decoding import DECODED_SCHEMA, decode_batch
 from mirbatch.features import FeatureConfig, make_featurizer
 from mirbatch.matching import SupportSet, score_against_support
 from mirbatch.models import (
@@ -36,12 +36,11 @@ from mirbatch.models import (
     read_checkpoint_bytes,
 )
 from mirbatch.output import ResultWriter, completed_file_ids, reset_output
-from mirbatch.sources import FileRecord, S3Options, list_sources, open_record
+from mirbatch.sources import FileRecord, S3Options, list_sources
 
 __all__ = [
     "TagConfig",
     "TagSummary",
-    "decode_batch",
     "ScoreActor",
     "FileAssembler",
     "ensure_ray",
@@ -50,24 +49,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_DECODED_SCHEMA = pa.schema(
-    [
-        ("file_id", pa.string()),
-        ("path", pa.string()),
-        ("size", pa.int64()),
-        ("chunk", pa.int32()),
-        ("n_chunks", pa.int32()),
-        ("offset_s", pa.float64()),
-        ("samples", pa.large_binary()),
-        ("duration_s", pa.float64()),
-        ("sample_rate", pa.int32()),
-        ("channels", pa.int32()),
-        ("error", pa.string()),
-    ]
-)
-
 _SCORED_SCHEMA = pa.schema(
-    [f for f in _DECODED_SCHEMA if f.name != "samples"]
+    [f for f in DECODED_SCHEMA if f.name != "samples"]
     + [
         pa.field("probs", pa.large_binary()),
         pa.field("starts", pa.large_binary()),
@@ -108,6 +91,8 @@ class TagSummary:
     files_error: int = 0
     audio_s: float = 0.0
     wall_s: float = 0.0
+    first_row_s: float | None = None  # when the first result arrived (start-up: actors, model, pipeline)
+    first_row_audio_s: float = 0.0
     model: str = ""
     out: str = ""
     errors: list[tuple[str, str]] = field(default_factory=list)
@@ -116,6 +101,13 @@ class TagSummary:
     def throughput(self) -> float:
         """Audio seconds tagged per wall-clock second."""
         return self.audio_s / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def steady_throughput(self) -> float:
+        """Audio seconds per second after the first result: the rate once actors are up."""
+        if self.first_row_s is None or self.wall_s <= self.first_row_s or self.audio_s <= self.first_row_audio_s:
+            return self.throughput
+        return (self.audio_s - self.first_row_audio_s) / (self.wall_s - self.first_row_s)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -126,6 +118,7 @@ class TagSummary:
             "audio_hours": round(self.audio_s / 3600, 4),
             "wall_s": round(self.wall_s, 2),
             "audio_s_per_s": round(self.throughput, 2),
+            "steady_audio_s_per_s": round(self.steady_throughput, 2),
             "model": self.model,
         }
 
@@ -184,50 +177,6 @@ def write_manifest(records: Iterable[FileRecord], done: set[str], start_ray: Cal
     return Manifest(blocks, total, todo)
 
 
-def decode_batch(batch: pa.Table, sample_rate: int, chunk_s: float, s3: S3Options | None = None) -> Iterator[pa.Table]:
-    """Ray Data stage: file records -> decoded mono chunks (one row per chunk, or an error row).
-
-    A generator: rows leave in blocks of about one chunk of audio as they are decoded, so a task
-    holds at most a chunk or two of one file however long it is. Only a file's last row carries
-    ``n_chunks`` (the count is known once the stream ends); the others carry -1.
-    """
-    rows: list[dict[str, Any]] = []
-    buffered = 0
-    chunk_len = max(1, int(chunk_s * sample_rate))
-    for rec in batch.to_pylist():
-        base = {"file_id": rec["file_id"], "path": rec["path"], "size": rec["size"]}
-        index = 0
-        try:
-            with open_record(rec, s3) as handle:
-                for chunk in decode_chunks(handle, sample_rate, chunk_len):
-                    index = chunk.index
-                    rows.append(
-                        {
-                            **base,
-                            "chunk": chunk.index,
-                            "n_chunks": chunk.index + 1 if chunk.last else -1,
-                            "offset_s": chunk.index * chunk_len / sample_rate,
-                            "samples": chunk.samples.tobytes(),
-                            "duration_s": chunk.duration_s,
-                            "sample_rate": chunk.source_rate,
-                            "channels": chunk.channels,
-                            "error": None,
-                        }
-                    )
-                    index += 1
-                    buffered += len(chunk.samples)
-                    if buffered >= chunk_len:
-                        yield pa.Table.from_pylist(rows, schema=_DECODED_SCHEMA)
-                        rows, buffered = [], 0
-        except DecodeError as exc:
-            rows.append({**base, "chunk": index, "n_chunks": index + 1, "offset_s": 0.0, "error": exc.reason})
-        except OSError as exc:
-            error = f"cannot read file: {exc}"
-            rows.append({**base, "chunk": index, "n_chunks": index + 1, "offset_s": 0.0, "error": error})
-    if rows:
-        yield pa.Table.from_pylist(rows, schema=_DECODED_SCHEMA)
-
-
 class ScoreActor:
     """Ray Data stage (actor): decoded chunks -> per-patch scores: class probabilities, or (match
     mode) each support label's score (``matching.score_against_support``).
@@ -256,34 +205,51 @@ class ScoreActor:
         self.batch_size = batch_size
         # ``support`` is [ObjectRef of the support arrays] in match mode (fetched once, like the checkpoint).
         self.support = SupportSet.from_arrays(ray.get(support[0])).to(self.device) if support else None
+        self._group_samples = 120 * self.checkpoint.meta.features.sample_rate
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def _score(self, ok: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Per-patch scores of decoded rows, as output rows."""
         import torch
 
+        clips = [np.frombuffer(r["samples"], dtype=np.float32) for r in ok]
+        patches = self.featurizer(clips, resize=False)
+        probs = []
+        with torch.inference_mode():
+            for start in range(0, len(patches.owner), self.batch_size):
+                x = self.featurizer.resize(patches.inputs[start : start + self.batch_size])
+                model = self.checkpoint.model
+                if self.support is not None and isinstance(model, Matcher):
+                    scores = score_against_support(model.head, model.embed(x).float(), self.support)
+                else:
+                    scores = torch.softmax(model(x), dim=1)
+                probs.append(scores.float().cpu())
+        all_probs = torch.cat(probs).numpy()
+        out = []
+        for i, r in enumerate(ok):
+            sel = patches.owner == i
+            row = {k: v for k, v in r.items() if k != "samples"}
+            row["probs"] = np.ascontiguousarray(all_probs[sel], dtype=np.float32).tobytes()
+            row["starts"] = (patches.start_s[sel] + np.float32(r["offset_s"])).astype(np.float32).tobytes()
+            row["levels"] = patches.level_db[sel].tobytes()
+            out.append(row)
+        return out
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
-        ok = [r for r in rows if r["error"] is None]
         out: list[dict[str, Any]] = [{k: v for k, v in r.items() if k != "samples"} for r in rows if r["error"]]
-        if ok:
-            clips = [np.frombuffer(r["samples"], dtype=np.float32) for r in ok]
-            patches = self.featurizer(clips, resize=False)
-            probs = []
-            with torch.inference_mode():
-                for start in range(0, len(patches.owner), self.batch_size):
-                    x = self.featurizer.resize(patches.inputs[start : start + self.batch_size])
-                    model = self.checkpoint.model
-                    if self.support is not None and isinstance(model, Matcher):
-                        scores = score_against_support(model.head, model.embed(x).float(), self.support)
-                    else:
-                        scores = torch.softmax(model(x), dim=1)
-                    probs.append(scores.float().cpu())
-            all_probs = torch.cat(probs).numpy()
-            for i, r in enumerate(ok):
-                sel = patches.owner == i
-                row = {k: v for k, v in r.items() if k != "samples"}
-                row["probs"] = np.ascontiguousarray(all_probs[sel], dtype=np.float32).tobytes()
-                row["starts"] = (patches.start_s[sel] + np.float32(r["offset_s"])).astype(np.float32).tobytes()
-                row["levels"] = patches.level_db[sel].tobytes()
-                out.append(row)
+        ok = [r for r in rows if r["error"] is None]
+        # Featurize at most ~2 minutes of audio at once: a call can hold many 60 s chunks, and their
+        # spectra together would cost gigabytes.
+        group: list[dict[str, Any]] = []
+        samples = 0
+        for r in ok:
+            group.append(r)
+            samples += len(r["samples"]) // 4
+            if samples >= self._group_samples:
+                out.extend(self._score(group))
+                group, samples = [], 0
+        if group:
+            out.extend(self._score(group))
         return pa.Table.from_pylist(out, schema=_SCORED_SCHEMA)
 
 
@@ -508,6 +474,9 @@ def run_tag(config: TagConfig, progress: Callable[[TagSummary, int], None] | Non
                 if row["status"] == "ok":
                     summary.files_ok += 1
                     summary.audio_s += row["duration_s"]
+                if summary.first_row_s is None:
+                    summary.first_row_s = time.perf_counter() - started
+                    summary.first_row_audio_s = summary.audio_s
                 else:
                     summary.files_error += 1
                     summary.errors.append((row["path"], row["error"]))
