@@ -104,6 +104,13 @@ def main() -> None:
 @address_option
 @click.option("--no-resume", is_flag=True, help="Discard earlier output in --out and start over.")
 @click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True, help="Labels kept in top_labels.")
+@click.option(
+    "--part-seconds",
+    type=click.FloatRange(min=0.1),
+    default=15.0,
+    show_default=True,
+    help="Write a Parquet part at least this often: the most work a killed driver can lose.",
+)
 @s3_endpoint_option
 def tag(
     sources: tuple[str, ...],
@@ -119,6 +126,7 @@ def tag(
     address: str | None,
     no_resume: bool,
     top_k: int,
+    part_seconds: float,
     s3_endpoint: str | None,
 ) -> None:
     """Tag SOURCE... (files, folders, globs, s3:// prefixes, zip/tar archives) into a Parquet dataset.
@@ -142,6 +150,7 @@ def tag(
         resume=not no_resume,
         top_k=top_k,
         s3_endpoint=s3_endpoint,
+        part_seconds=part_seconds,
     )
     tty = sys.stderr.isatty()
 

@@ -79,6 +79,7 @@ class TagConfig:
     chunk_s: float = 60.0
     files_per_call: int = 16
     s3_endpoint: str | None = None
+    part_seconds: float = 15.0
 
 
 @dataclass
@@ -429,7 +430,7 @@ def run_tag(config: TagConfig, progress: Callable[[TagSummary, int], None] | Non
     summary = TagSummary(
         files_total=manifest.total, files_skipped=manifest.total - manifest.todo, model=model_id, out=str(out)
     )
-    writer = ResultWriter(out, s3=s3)
+    writer = ResultWriter(out, flush_s=config.part_seconds, s3=s3)
     if manifest.todo:
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # run_tag reports progress itself
@@ -474,12 +475,12 @@ def run_tag(config: TagConfig, progress: Callable[[TagSummary, int], None] | Non
                 if row["status"] == "ok":
                     summary.files_ok += 1
                     summary.audio_s += row["duration_s"]
-                if summary.first_row_s is None:
-                    summary.first_row_s = time.perf_counter() - started
-                    summary.first_row_audio_s = summary.audio_s
                 else:
                     summary.files_error += 1
                     summary.errors.append((row["path"], row["error"]))
+                if summary.first_row_s is None:
+                    summary.first_row_s = time.perf_counter() - started
+                    summary.first_row_audio_s = summary.audio_s
             now = time.perf_counter()
             summary.wall_s = now - started
             if progress and now - last_report > 1.0 and summary.files_ok + summary.files_error < manifest.todo:

@@ -147,6 +147,7 @@ def ray_head() -> Iterator[str]:
         f"--ray-client-server-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}",
         f"--dashboard-agent-grpc-port={_free_port()}", f"--metrics-export-port={_free_port()}",
         f"--runtime-env-agent-port={_free_port()}", "--num-cpus=2", "--num-gpus=1", f"--temp-dir={temp_dir}",
+        "--min-worker-port=20000", "--max-worker-port=21999",  # apart from the session Ray's 10002-19999
     ]  # fmt: skip
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)  # fmt: skip

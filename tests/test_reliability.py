@@ -123,7 +123,7 @@ def test_bad_inputs_get_one_row_each_with_the_right_status(corpus: tuple[Path, d
 def _audio_folder(root: Path, n: int) -> Path:
     rng = np.random.default_rng(5)
     for i in range(n):
-        tone = sine(float(rng.uniform(110, 880)), float(rng.uniform(0.5, 1.5)))
+        tone = sine(float(rng.uniform(110, 880)), float(rng.uniform(4.0, 8.0)))  # long enough to kill mid-run
         write_audio(root / f"d{i % 7}" / f"clip_{i:04d}.wav", tone, SR)
     return root
 
@@ -132,7 +132,8 @@ def _command(source: Path, out: Path) -> list[str]:
     import ray
 
     address = ray.get_runtime_context().gcs_address
-    return [sys.executable, "-m", "mirbatch.cli", "tag", str(source), "--out", str(out), "--address", address]
+    command = ["tag", str(source), "--out", str(out), "--address", address, "--part-seconds", "1"]
+    return [sys.executable, "-m", "mirbatch.cli", *command]
 
 
 def _exactly_once(out: Path, source: Path) -> pd.DataFrame:
@@ -181,12 +182,13 @@ def test_a_sigkilled_model_worker_loses_nothing(tmp_path: Path) -> None:
     deadline = time.time() + 300
     victims: list[int] = []
     while not victims and time.time() < deadline and process.poll() is None:
-        alive = list_actors(address=address, filters=[("state", "=", "ALIVE")])
-        victims = [a.pid for a in alive if "ScoreActor" in (a.class_name or "")]
-        time.sleep(0.2)
-    assert victims, "no model actor was found"
-    time.sleep(2)  # let it take some batches first
+        if list(out.glob("part-*.parquet")):  # mid-run: results are coming out
+            alive = list_actors(address=address, filters=[("state", "=", "ALIVE")])
+            victims = [a.pid for a in alive if "ScoreActor" in (a.class_name or "")]
+        time.sleep(0.1)
+    assert victims, "no model actor was found while the run was going"
     os.kill(victims[0], signal.SIGKILL)
+    assert not (out / "_SUCCESS").exists(), "the run finished before the worker was killed"
     _, stderr = process.communicate(timeout=600)
     assert process.returncode == 0, stderr.decode()[-2000:]
     assert (out / "_SUCCESS").exists()
