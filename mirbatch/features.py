@@ -469,11 +469,10 @@ class ScalogramFeaturizer(torch.nn.Module):
             step = max(1, (1 << 16) // (x.shape[0] * length))
             for first in range(group_first, group_last, step):
                 last = min(group_last, first + step)
-                full = torch.zeros((x.shape[0], last - first, length), dtype=x.dtype, device=x.device)
-                full[..., :keep] = x[:, None, :keep] * self.spectrum[first:last, :keep]
-                # An inverse FFT of length L samples the same analytic signal at L/N of the rate;
-                # scaling by L/N keeps the amplitude of the full-rate transform.
-                mag = torch.fft.ifft(full).abs() * (length / n)
+                band = x[:, None, :keep] * self.spectrum[first:last, :keep]
+                # An inverse FFT of length L (``n`` zero-pads the band) samples the same analytic
+                # signal at L/N of the rate; scaling by L/N keeps the full-rate amplitude.
+                mag = torch.fft.ifft(band, n=length).abs() * (length / n)
                 rows.append(bin_means(mag, (edges * (length / n)).to(mag.device)))
         return torch.cat(rows, dim=1)
 
