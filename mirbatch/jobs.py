@@ -234,20 +234,31 @@ def _client(address: str) -> Any:
     return JobSubmissionClient(address)
 
 
-def submit_job(spec: JobSpec, address: str, submission_id: str | None = None) -> str:
-    """Submit ``spec`` to the cluster's job server at ``address`` (``http://HEAD:8265``); return the id."""
+def submit_job(spec: JobSpec, address: str, submission_id: str | None = None, retry_s: float = 60.0) -> str:
+    """Submit ``spec`` to the cluster's job server at ``address`` (``http://HEAD:8265``); return the id.
+
+    A cluster whose job agent is still starting is retried for up to ``retry_s`` seconds.
+    """
     client = _client(address)
     runtime_env = dict(spec.submit.runtime_env)
-    return str(
-        client.submit_job(
-            entrypoint=spec.entrypoint(),
-            submission_id=submission_id,
-            runtime_env=runtime_env or None,
-            entrypoint_num_cpus=spec.submit.entrypoint_num_cpus,
-            entrypoint_num_gpus=spec.submit.entrypoint_num_gpus or None,
-            metadata={"mirbatch_kind": spec.kind, "mirbatch_spec": spec.name},
-        )
-    )
+    deadline = time.monotonic() + retry_s
+    while True:
+        try:
+            return str(
+                client.submit_job(
+                    entrypoint=spec.entrypoint(),
+                    submission_id=submission_id,
+                    runtime_env=runtime_env or None,
+                    entrypoint_num_cpus=spec.submit.entrypoint_num_cpus,
+                    entrypoint_num_gpus=spec.submit.entrypoint_num_gpus or None,
+                    metadata={"mirbatch_kind": spec.kind, "mirbatch_spec": spec.name},
+                )
+            )
+        except RuntimeError as exc:
+            # A head that has just started answers "No available agent ... try again later".
+            if "try again later" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
 
 
 def wait_for_job(
