@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from mirbatch.datasets.layouts import LabelledFile, load_dataset
-from mirbatch.matching import EpisodeResult, embed_patches, file_score_matrix, run_episodes
+from mirbatch.matching import EpisodeResult, file_score_matrix, run_episodes
 from mirbatch.models import Matcher, load_checkpoint
-from mirbatch.training import PatchSet, build_patch_set, predict_files
+from mirbatch.training import build_patch_set, embed_clean_patches, predict_files
 
 __all__ = [
     "ClassifierReport",
@@ -250,11 +249,6 @@ class MatcherReport:
         return [path]
 
 
-def _embedded(model: Matcher, features: Any, patches: PatchSet) -> tuple[torch.Tensor, np.ndarray]:
-    use = patches.active & (patches.variant == 0)
-    return embed_patches(model, features, patches.inputs[torch.from_numpy(use)]), patches.owner[use]
-
-
 def _mfcc_scores(query_stats: np.ndarray, shot_stats: np.ndarray) -> np.ndarray:
     """Baseline similarity: minus the Euclidean distance of z-scored MFCC statistics."""
     both = np.concatenate([query_stats, shot_stats])
@@ -300,8 +294,8 @@ def evaluate_matcher(
     labels = sorted(set(query_labels) & set(shot_labels))
     queries = build_patch_set(query_files, query_labels, features)
     shots = queries if same_pool else build_patch_set(shot_files, shot_labels, features)
-    q_emb, q_owner = _embedded(checkpoint.model, features, queries)
-    s_emb, s_owner = (q_emb, q_owner) if same_pool else _embedded(checkpoint.model, features, shots)
+    q_emb, q_owner = embed_clean_patches(checkpoint.model, features, queries)
+    s_emb, s_owner = (q_emb, q_owner) if same_pool else embed_clean_patches(checkpoint.model, features, shots)
     matrix = file_score_matrix(
         checkpoint.model.head, q_emb, q_owner, len(queries.files), s_emb, s_owner, len(shots.files)
     )

@@ -226,7 +226,8 @@ def load_job_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> 
     return validate(str(kind), data, path.stem, submit)
 
 
-def _client(address: str) -> Any:
+def job_client(address: str) -> Any:
+    """The cluster's ``JobSubmissionClient`` (``http://HEAD:8265``)."""
     from ray.job_submission import JobSubmissionClient
 
     # Token auth: with RAY_AUTH_MODE=token the client sends the cluster's token (RAY_AUTH_TOKEN,
@@ -239,7 +240,7 @@ def submit_job(spec: JobSpec, address: str, submission_id: str | None = None, re
 
     A cluster whose job agent is still starting is retried for up to ``retry_s`` seconds.
     """
-    client = _client(address)
+    client = job_client(address)
     runtime_env = dict(spec.submit.runtime_env)
     deadline = time.monotonic() + retry_s
     while True:
@@ -265,7 +266,7 @@ def wait_for_job(
     address: str, submission_id: str, echo: Callable[[str], None], poll_s: float = 1.0, timeout_s: float | None = None
 ) -> str:
     """Follow a job's logs until it ends; return its final status."""
-    client = _client(address)
+    client = job_client(address)
     printed = 0
     started = time.monotonic()
     while True:
@@ -279,8 +280,3 @@ def wait_for_job(
         if timeout_s is not None and time.monotonic() - started > timeout_s:
             raise TimeoutError(f"job {submission_id} still {status} after {timeout_s:.0f}s")
         time.sleep(poll_s)
-
-
-def job_client(address: str) -> Any:
-    """The cluster's ``JobSubmissionClient`` (for ``mirbatch jobs``)."""
-    return _client(address)

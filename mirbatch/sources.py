@@ -261,9 +261,7 @@ def _list_s3(source: str, s3: S3Options) -> Iterator[FileRecord]:
             found = fs.find(path.rstrip("/") + "/", detail=True)
             if not found:
                 raise SourceError(f"no objects under {source!r}")
-    except (FileNotFoundError, PermissionError) as exc:
-        raise SourceError(f"cannot list {source!r}: {exc}") from None
-    except OSError as exc:
+    except OSError as exc:  # missing bucket, no permission, unreachable store
         raise SourceError(f"cannot list {source!r}: {exc}") from None
     for key in sorted(found):
         info = found[key]

@@ -58,8 +58,10 @@ __all__ = [
     "build_cache",
     "build_patch_set",
     "default_features",
+    "embed_clean_patches",
     "latest_checkpoint",
     "predict_files",
+    "same_and_different",
     "train",
     "train_loop",
 ]
@@ -464,13 +466,23 @@ def matcher_file_scores(
     """
     if not isinstance(model, Matcher):
         raise TypeError(f"{type(model).__name__} is not a matcher")
-    model.eval()
-    use = patches.active & (patches.variant == 0)
-    emb = embed_patches(model, features, patches.inputs[torch.from_numpy(use)])
-    owner = patches.owner[use]
+    emb, owner = embed_clean_patches(model, features, patches)
     n = len(patches.files)
     scores = file_score_matrix(model.head, emb, owner, n, emb, owner, n)
     return scores, np.array([f.label for f in patches.files])
+
+
+def embed_clean_patches(model: Matcher, features: FeatureConfig, patches: PatchSet) -> tuple[torch.Tensor, np.ndarray]:
+    """Embeddings of the clean (not augmented) sounding patches [shape=(n, dim)] and their files' indices."""
+    model.eval()
+    use = patches.active & (patches.variant == 0)
+    return embed_patches(model, features, patches.inputs[torch.from_numpy(use)]), patches.owner[use]
+
+
+def same_and_different(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of same-label file pairs (a file with itself left out) and of different-label pairs."""
+    same = labels[:, None] == labels[None, :]
+    return scores[same & ~np.eye(len(labels), dtype=bool)], scores[~same]
 
 
 class MatcherWithAux(torch.nn.Module):
@@ -502,10 +514,9 @@ def _export_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def _validate_matcher(model: torch.nn.Module, features: FeatureConfig, val_set: PatchSet) -> tuple[float, float]:
     """(balanced same/different accuracy of file pairs at score 0.5, 5-way 1-shot episode accuracy)."""
     scores, labels = matcher_file_scores(model, features, val_set)
-    same = labels[:, None] == labels[None, :]
-    off_diagonal = ~np.eye(len(labels), dtype=bool)
-    tpr = float((scores[same & off_diagonal] >= 0.5).mean())
-    tnr = float((scores[~same] < 0.5).mean())
+    same, different = same_and_different(scores, labels)
+    tpr = float((same >= 0.5).mean())
+    tnr = float((different < 0.5).mean())
     n_way = min(5, len(set(labels)))
     episodes = run_episodes(scores, labels, labels, n_way, 1, episodes=300, seed=0)
     return (tpr + tnr) / 2, episodes.mean
@@ -779,9 +790,7 @@ def train(
         # instruments among the validation labels (never trained on).
         val_set = PatchSet.load(cache_dir / "val.npz")
         scores, file_labels = matcher_file_scores(model, config.features, val_set)
-        same = file_labels[:, None] == file_labels[None, :]
-        off_diagonal = ~np.eye(len(file_labels), dtype=bool)
-        threshold = calibrate_threshold(scores[same & off_diagonal], scores[~same])
+        threshold = calibrate_threshold(*same_and_different(scores, file_labels))
         summary.update(unknown_threshold=round(threshold, 4), val_labels=sorted(set(file_labels.tolist())))
         summary["validation"] = (
             "val_file_accuracy: 5-way 1-shot episodes over the validation labels; val_patch_accuracy: "
