@@ -2,8 +2,9 @@
 
 Both compute the Morlet (``cmor1.5-1.0``) magnitude scalogram of 1 s patches at the 96 centre
 frequencies of ``ScalogramConfig(wavelet="morlet")``; pywt on each patch (with the same context
-padding mirbatch uses, so both see the same signal), mirbatch on a batch. Prints patches per second
-and the ratio. Parity with a direct time-domain convolution is tested in tests/test_scalogram.py.
+padding mirbatch uses, so both see the same signal), mirbatch on the whole clip (its featurizer
+transforms runs of overlapping patches together). Prints patches per second and the ratio. Parity
+with a direct time-domain convolution is tested in tests/test_scalogram.py.
 
     python bench/scalogram.py [--patches 64]
 """

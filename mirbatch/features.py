@@ -399,23 +399,43 @@ def cwt_magnitude(segments: torch.Tensor, spectrum: torch.Tensor) -> torch.Tenso
 
 
 def bin_means(values: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
-    """Means of ``values`` [shape=(..., n)] between fractional sample positions ``edges`` [shape=(bins + 1,)].
+    """Means of ``values`` [shape=(..., n)] between fractional sample positions ``edges`` [shape=(..., bins + 1)].
 
-    ``values`` is read as piecewise constant, sample ``i`` standing for ``[i - 1/2, i + 1/2)``: the
-    value at time ``i`` represents its neighbourhood, which keeps signals sampled at different rates
-    aligned (a coarser sample covers a wider interval around the same instant).
+    The leading dimensions of ``edges`` broadcast against those of ``values`` (one set of edges for
+    all rows, or one per window) -> [shape=(broadcast leading dims..., bins)]. ``values`` is read as
+    piecewise constant, sample ``i`` standing for ``[i - 1/2, i + 1/2)``: the value at time ``i``
+    represents its neighbourhood, which keeps signals sampled at different rates aligned (a coarser
+    sample covers a wider interval around the same instant).
     """
-    shifted = edges + 0.5
+    n = values.shape[-1]
+    shape = torch.broadcast_shapes(values.shape[:-1], edges.shape[:-1])
     zeros = torch.zeros((*values.shape[:-1], 1), dtype=values.dtype, device=values.device)
     cumulative = torch.cat([zeros, values.cumsum(-1)], dim=-1)  # integral up to each interval boundary
-    lower = shifted.floor().long().clamp(0, values.shape[-1] - 1)
-    fraction = (shifted - lower).to(values.dtype)
-    at_edges = cumulative[..., lower] + fraction * values[..., lower]
-    return (at_edges[..., 1:] - at_edges[..., :-1]) / (edges[1:] - edges[:-1]).to(values.dtype)
+    shifted = edges + 0.5
+    lower = shifted.floor().long().clamp(0, n - 1)
+    fraction = (shifted - lower).to(values.dtype).expand(*shape, -1)
+    index = lower.expand(*shape, -1)
+    at_edges = cumulative.expand(*shape, -1).gather(-1, index) + fraction * values.expand(*shape, -1).gather(-1, index)
+    width = (edges[..., 1:] - edges[..., :-1]).to(values.dtype)
+    return (at_edges[..., 1:] - at_edges[..., :-1]) / width
+
+
+@dataclass(frozen=True)
+class _RatePlan:
+    """How to transform segments of one length: rows grouped by inverse-FFT length, with their spectra."""
+
+    length: int
+    groups: list[tuple[int, int, int]]  # (first row, last row + 1, inverse FFT length)
+    spectra: list[torch.Tensor]  # per group: [shape=(rows, bins kept)], the wavelets' band only
 
 
 class ScalogramFeaturizer(torch.nn.Module):
     """Clips -> normalized log-magnitude scalogram patches (rows low to high frequency).
+
+    One transform serves several overlapping patches: a clip is cut into segments of up to
+    ``patches_per_segment`` consecutive patches plus the wavelet context on each side, so audio
+    shared by overlapping patches (and the context) is transformed once, not once per patch (2x
+    less work at 50 % overlap, more with the context).
 
     Multi-rate: a row whose wavelet vanishes above bin ``K`` of the segment's spectrum needs only
     ``K`` complex output samples (its analytic band is ``[0, K)`` bins wide), so rows are grouped by
@@ -424,81 +444,131 @@ class ScalogramFeaturizer(torch.nn.Module):
     the magnitudes are then averaged over the same time bins at every rate (``bin_means``).
     """
 
-    spectrum: torch.Tensor
+    anchor: torch.Tensor
 
-    def __init__(self, config: ScalogramConfig, chunk: int = 32) -> None:
+    def __init__(self, config: ScalogramConfig, patches_per_segment: int = 8, batch_samples: int = 1 << 20) -> None:
         super().__init__()
         self.config = config
-        self.chunk = chunk
+        self.patches_per_segment = patches_per_segment
+        self.batch_samples = batch_samples
         self.context = wavelet_context(config)
-        # N a multiple of 2^8, so the rates N / 2^j stay integers down to 8 octaves.
-        self.segment = 256 * _fast_length(-(-(config.patch_samples + 2 * self.context) // 256))
-        spectrum = wavelet_spectrum(config, np.fft.rfftfreq(self.segment))
-        self.register_buffer("spectrum", torch.from_numpy(spectrum.astype(np.float32)), persistent=False)
-        above = spectrum > 1e-7 * spectrum.max(axis=1, keepdims=True)
-        band = np.array([np.nonzero(row)[0][-1] + 1 for row in above])  # bins each row needs
-        shortest = 8 * config.time_bins * self.segment // config.patch_samples  # >= 8 samples per time bin
-        self.groups: list[tuple[int, int, int]] = []  # (first row, last row + 1, length)
-        for row, need in enumerate(band):
-            length = self.segment
-            while length % 2 == 0 and length // 2 >= max(2 * need, shortest):
-                length //= 2
-            if self.groups and self.groups[-1][2] == length:
-                self.groups[-1] = (self.groups[-1][0], row + 1, length)
-            else:
-                self.groups.append((row, row + 1, length))
+        # Only marks the device the module was moved to; the spectra are built there on first use.
+        self.register_buffer("anchor", torch.zeros(0), persistent=False)
+        self._plans: dict[tuple[int, str], _RatePlan] = {}
+
+    def segment_length(self, patches: int) -> int:
+        """Transform length for ``patches`` consecutive patches and their context: a multiple of 2^8
+        (so the rates N / 2^j stay integers down to 8 octaves) with only 2, 3, 5 as prime factors."""
+        cfg = self.config
+        span = (patches - 1) * cfg.patch_hop_samples + cfg.patch_samples + 2 * self.context
+        return 256 * _fast_length(-(-span // 256))
+
+    def plan(self, length: int, device: torch.device) -> _RatePlan:
+        """The (cached) rate groups and wavelet spectra for segments of ``length`` samples."""
+        key = (length, str(device))
+        if key not in self._plans:
+            cfg = self.config
+            spectrum = wavelet_spectrum(cfg, np.fft.rfftfreq(length))
+            above = spectrum > 1e-7 * spectrum.max(axis=1, keepdims=True)
+            band = np.array([np.nonzero(row)[0][-1] + 1 for row in above])  # bins each row needs
+            shortest = 8 * cfg.time_bins * length // cfg.patch_samples  # >= 8 samples per time bin
+            groups: list[tuple[int, int, int]] = []
+            for row, need in enumerate(band):
+                size = length
+                while size % 2 == 0 and size // 2 >= max(2 * need, shortest):
+                    size //= 2
+                if groups and groups[-1][2] == size:
+                    groups[-1] = (groups[-1][0], row + 1, size)
+                else:
+                    groups.append((row, row + 1, size))
+            spectra = [
+                torch.from_numpy(spectrum[first:last, : min(size, length // 2 + 1)].astype(np.float32)).to(device)
+                for first, last, size in groups
+            ]
+            self._plans[key] = _RatePlan(length, groups, spectra)
+        return self._plans[key]
 
     def resize(self, inputs: torch.Tensor) -> torch.Tensor:
         """Patches [shape=(p, 1, n_freqs, time_bins)] resized to the model input."""
         return resize_patches(inputs, self.config)
 
-    def magnitude_bins(self, segments: torch.Tensor) -> torch.Tensor:
-        """|CWT| of ``segments`` [shape=(b, N)] averaged into the patch's time bins -> (b, n_freqs, time_bins)."""
+    def magnitude_bins(self, segments: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """Time-binned |CWT| of patches inside ``segments``.
+
+        Parameters
+        ----------
+        segments : torch.Tensor [shape=(b, N)]
+            Audio, each segment holding its patches and the wavelet context around them.
+        offsets : torch.Tensor [shape=(b, w), dtype=int64]
+            Start sample of each of a segment's ``w`` patches within it.
+
+        Returns
+        -------
+        torch.Tensor [shape=(b, w, n_freqs, time_bins)]
+        """
         cfg = self.config
-        n = self.segment
+        n = segments.shape[-1]
+        plan = self.plan(n, segments.device)
         x = torch.fft.rfft(segments, n=n)
-        edges = self.context + torch.arange(cfg.time_bins + 1, dtype=torch.float64) * (
-            cfg.patch_samples / cfg.time_bins
-        )
+        bin_edges = torch.arange(cfg.time_bins + 1, dtype=torch.float64) * (cfg.patch_samples / cfg.time_bins)
+        edges = (offsets.double().cpu()[:, :, None, None] + bin_edges).to(segments.device)  # (b, w, 1, bins + 1)
         rows = []
-        for group_first, group_last, length in self.groups:
-            keep = min(length, n // 2 + 1)
+        for (group_first, group_last, length), spectrum in zip(plan.groups, plan.spectra, strict=True):
+            keep = spectrum.shape[1]
             # Rows in blocks of about 2^16 complex values (512 KiB): fresh 100 MB buffers per call
             # cost more in page faults (kernel time) than the FFTs themselves; this halved the time
             # per patch on a 2-core CPU and made kernel time vanish.
             step = max(1, (1 << 16) // (x.shape[0] * length))
-            for first in range(group_first, group_last, step):
-                last = min(group_last, first + step)
-                band = x[:, None, :keep] * self.spectrum[first:last, :keep]
+            for first in range(0, group_last - group_first, step):
+                band = x[:, None, :keep] * spectrum[first : first + step]
                 # An inverse FFT of length L (``n`` zero-pads the band) samples the same analytic
                 # signal at L/N of the rate; scaling by L/N keeps the full-rate amplitude.
-                mag = torch.fft.ifft(band, n=length).abs() * (length / n)
-                rows.append(bin_means(mag, (edges * (length / n)).to(mag.device)))
-        return torch.cat(rows, dim=1)
+                mag = _modulus(torch.fft.ifft(band, n=length)) * (length / n)
+                rows.append(bin_means(mag[:, None], edges * (length / n)))
+        return torch.cat(rows, dim=2)
 
     @torch.inference_mode()
     def forward(self, clips: list[np.ndarray], resize: bool = True) -> PatchBatch:
         cfg = self.config
-        device = self.spectrum.device
-        segments: list[torch.Tensor] = []
+        device = self.anchor.device
         owner: list[int] = []
         starts_s: list[float] = []
+        # Segments by patch count (equal lengths batch together): (segment audio, patch offsets, patch indices).
+        pending: dict[int, list[tuple[torch.Tensor, list[int], list[int]]]] = {}
         for index, clip in enumerate(clips):
             y = torch.as_tensor(np.array(clip, dtype=np.float32), device=device)
             n = max(y.numel(), cfg.patch_samples)
             starts = patch_starts(n, cfg.patch_samples, cfg.patch_hop_samples)
-            # Zeros before the start and after the end; real audio everywhere else.
-            padded = F.pad(y, (self.context, self.segment - self.context + n - y.numel()))
-            for start in starts:
-                segments.append(padded[start : start + self.segment])
+            first_patch = len(owner)
             owner.extend([index] * len(starts))
             starts_s.extend(s / cfg.sample_rate for s in starts)
-        powers = [
-            self.magnitude_bins(torch.stack(segments[first : first + self.chunk])).square()
-            for first in range(0, len(segments), self.chunk)
-        ]
-        power = torch.cat(powers)
+            longest = self.segment_length(min(len(starts), self.patches_per_segment))
+            # Zeros before the start and after the end; real audio everywhere else.
+            padded = F.pad(y, (self.context, longest + n - y.numel()))
+            for run in range(0, len(starts), self.patches_per_segment):
+                run_starts = starts[run : run + self.patches_per_segment]
+                length = self.segment_length(len(run_starts))
+                segment = padded[run_starts[0] : run_starts[0] + length]
+                offsets = [self.context + s - run_starts[0] for s in run_starts]
+                patches = list(range(first_patch + run, first_patch + run + len(run_starts)))
+                pending.setdefault(len(run_starts), []).append((segment, offsets, patches))
+        power = torch.empty((len(owner), cfg.n_freqs, cfg.time_bins), device=device)
+        for count, items in pending.items():
+            per_batch = max(1, self.batch_samples // self.segment_length(count))
+            for first in range(0, len(items), per_batch):
+                batch = items[first : first + per_batch]
+                segments = torch.stack([segment for segment, _, _ in batch])
+                patch_offsets = torch.tensor([o for _, o, _ in batch], dtype=torch.int64)
+                rows = torch.tensor([p for _, _, patches in batch for p in patches], device=device)
+                power[rows] = self.magnitude_bins(segments, patch_offsets).flatten(0, 1).square()
         return _patch_batch(power, owner, starts_s, cfg, resize)
+
+
+def _modulus(z: torch.Tensor) -> torch.Tensor:
+    """``|z|`` of complex ``z``: about 3x faster on CPU than ``torch.abs``, whose overflow-safe
+    ``hypot`` is not needed at audio magnitudes."""
+    parts = torch.view_as_real(z)
+    return torch.addcmul(parts[..., 0].square(), parts[..., 1], parts[..., 1]).sqrt_()
 
 
 def _fast_length(n: int) -> int:

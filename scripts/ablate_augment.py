@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from mirbatch.augment import AUGMENTATIONS, AugmentConfig
+from mirbatch.augment import AUGMENTATION_NAMES, AugmentConfig
 from mirbatch.evaluate import evaluate_classifier
 from mirbatch.training import TrainConfig, train
 
@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--model", default="cnn")
     parser.add_argument("--epochs", type=int, default=15)
     args = parser.parse_args()
-    specs = ["none", "default", *(f"default,-{name}" for name in [*AUGMENTATIONS, "mix"])]
+    specs = ["none", "default", *(f"default,-{name}" for name in AUGMENTATION_NAMES)]
     rows = []
     for spec in specs:
         tag = spec.replace(",", "_").replace("-", "no-")

@@ -103,24 +103,41 @@ def test_multirate_patches_equal_the_full_rate_transform_of_the_whole_clip(wavel
     rng = np.random.default_rng(1)
     y = rng.standard_normal(RATE * 3).astype(np.float32) * 0.1
     featurizer = ScalogramFeaturizer(config)
-    assert len(featurizer.groups) > 3  # several rates are in use
     batch = featurizer([y], resize=False)
     starts = (batch.start_s * RATE).round().astype(int)
-    whole = torch.nn.functional.pad(torch.from_numpy(y), (featurizer.context, featurizer.context))
+    length = featurizer.segment_length(len(starts))  # one segment holds all five patches
+    assert len(featurizer.plan(length, torch.device("cpu")).groups) > 3  # several rates are in use
+    context = featurizer.context
+    whole = torch.nn.functional.pad(torch.from_numpy(y), (context, context))
     spectrum = torch.from_numpy(wavelet_spectrum(config, np.fft.rfftfreq(whole.numel())).astype(np.float32))
     mag = cwt_magnitude(whole[None], spectrum)[0]
+    segment = torch.nn.functional.pad(torch.from_numpy(y), (context, length))[:length]
+    fast = featurizer.magnitude_bins(segment[None], torch.from_numpy(context + starts)[None])[0]
     for i in range(len(starts)):
-        edges = featurizer.context + starts[i] + torch.arange(config.time_bins + 1) * (RATE / config.time_bins)
+        edges = context + starts[i] + torch.arange(config.time_bins + 1) * (RATE / config.time_bins)
         expected = bin_means(mag, edges.double())
-        padded = torch.nn.functional.pad(torch.from_numpy(y), (featurizer.context, featurizer.segment))
-        segment = padded[starts[i] : starts[i] + featurizer.segment]
-        fast = featurizer.magnitude_bins(segment[None])[0]
-        np.testing.assert_allclose(fast.numpy(), expected.numpy(), atol=5e-3 * float(expected.max()))
+        np.testing.assert_allclose(fast[i].numpy(), expected.numpy(), atol=5e-3 * float(expected.max()))
         power = expected.square()
         db = 10 * torch.log10(torch.clamp(power / power.max(), min=1e-8))
         normalized = (torch.clamp(db, min=-80) / 80 + 1).numpy()
         loud = power.numpy() > 1e-4 * float(power.max())
         np.testing.assert_allclose(batch.inputs[i, 0].numpy()[loud], normalized[loud], atol=2e-3)
+
+
+def test_segmenting_does_not_change_the_patches() -> None:
+    # Patches transformed one per segment, two per segment (with a remainder and an end-aligned last
+    # patch) and eight per segment, across clips of different lengths batched together: the same
+    # scalograms. 2e-3 of the [0, 1] range: float32 FFTs of different lengths round differently.
+    rng = np.random.default_rng(2)
+    clips = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in (RATE * 5 + 3000, 900, RATE * 2)]
+    config = ScalogramConfig()
+    reference = ScalogramFeaturizer(config, patches_per_segment=1)(clips, resize=False)
+    for per_segment in (2, 8):
+        batch = ScalogramFeaturizer(config, patches_per_segment=per_segment)(clips, resize=False)
+        assert batch.owner.tolist() == reference.owner.tolist()
+        np.testing.assert_array_equal(batch.start_s, reference.start_s)
+        np.testing.assert_allclose(batch.inputs.numpy(), reference.inputs.numpy(), atol=2e-3)
+        np.testing.assert_allclose(batch.level_db, reference.level_db, atol=1e-2)
 
 
 def test_bin_means_integrates_piecewise_constant_samples() -> None:
