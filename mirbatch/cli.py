@@ -213,7 +213,8 @@ def show(out: str, limit: int) -> None:
         "mirbatch data render --soundfont fluidr3 --out data/fluidr3 --per-class 200 --seed 1\n"
         "mirbatch train --model cnn --data data/fluidr3 --data data/freepats --out models/cnn.safetensors\n"
         "mirbatch train --model cnn --data data/fluidr3 --out models/cnn.safetensors --workers 2 --resume\n"
-        "mirbatch train --model cnn --data IRMAS-TrainingData --out irmas.safetensors --address auto --use-gpu\n"
+        "mirbatch train --model cnn --data IRMAS-TrainingData --out irmas.safetensors --address auto --use-gpu "
+        "--storage s3://my-bucket/runs\n"
         "mirbatch train --model residual-siamese --data data/matcher_fluidr3 --data data/matcher_timgm6mb "
         "--out models/matcher.safetensors"
     )
@@ -284,7 +285,8 @@ def show(out: str, limit: int) -> None:
     "--storage",
     default=None,
     metavar="PATH",
-    help="Folder for per-epoch checkpoints and the feature cache, shared by all nodes (default: ./runs).",
+    help="Where per-epoch checkpoints and the feature cache go: a folder (on a cluster, shared by all "
+    "nodes) or s3://bucket/prefix (default: ./runs).",
 )
 @click.option("--name", default=None, help="Run name under --storage (default: the --out file's stem).")
 @click.option("--resume", is_flag=True, help="Continue the run from its latest checkpoint.")
@@ -294,6 +296,7 @@ def show(out: str, limit: int) -> None:
     default=None,
     help="Feature cache folder (default: STORAGE/feature-cache).",
 )
+@s3_endpoint_option
 def train(
     architecture: str,
     data: tuple[str, ...],
@@ -317,6 +320,7 @@ def train(
     name: str | None,
     resume: bool,
     cache: str | None,
+    s3_endpoint: str | None,
 ) -> None:
     """Train a classifier on Ray Train (DDP) and save its best epoch as a checkpoint.
 
@@ -324,6 +328,7 @@ def train(
     once; every epoch is checkpointed under --storage, and --resume continues an interrupted run.
     """
     from mirbatch.augment import AugmentConfig
+    from mirbatch.sources import S3Options
     from mirbatch.training import TrainConfig, default_features
     from mirbatch.training import train as run_training
 
@@ -354,6 +359,7 @@ def train(
             address=address,
             cache=Path(cache) if cache else None,
             log_line=click.echo,
+            s3=S3Options.resolve(s3_endpoint),
         )
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from exc

@@ -21,7 +21,8 @@ import logging
 import math
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,12 +48,14 @@ from mirbatch.features import (
 )
 from mirbatch.matching import calibrate_threshold, embed_patches, file_score_matrix, run_episodes
 from mirbatch.models import CheckpointMeta, Matcher, build_model, count_parameters, is_matcher, save_checkpoint
+from mirbatch.sources import S3Options, filesystem
 from mirbatch.taxonomy import is_reserved_program
 
 __all__ = [
     "EpochMetrics",
     "MatcherWithAux",
     "PatchSet",
+    "RunStorage",
     "TrainConfig",
     "augment_patches",
     "build_cache",
@@ -363,10 +366,76 @@ class EpochMetrics:
     seconds: float
 
 
+@dataclass(frozen=True)
+class RunStorage:
+    """Where training runs keep checkpoints and the feature cache.
+
+    A folder (local, or shared by every node: NFS) or an ``s3://`` prefix every node can reach
+    (credentials from the AWS chain on each node; ``s3`` names a non-AWS endpoint).
+    """
+
+    uri: str
+    s3: S3Options = field(default_factory=S3Options)
+
+    @classmethod
+    def resolve(cls, uri: str | None, s3: S3Options | None = None) -> RunStorage:
+        """``uri`` (default ``./runs``), local paths made absolute so every worker sees the same one."""
+        uri = uri or "runs"
+        if "://" not in uri:
+            uri = str(Path(uri).absolute())
+        return cls(uri.rstrip("/"), s3 or S3Options.resolve())
+
+    @property
+    def remote(self) -> bool:
+        return "://" in self.uri
+
+    def join(self, *parts: str) -> str:
+        return "/".join([self.uri, *parts])
+
+    def filesystem(self, uri: str | None = None) -> tuple[Any, str]:
+        """(fsspec file system, path inside it) of ``uri`` (default: the storage root)."""
+        return filesystem(uri or self.uri, self.s3)
+
+    def arrow_filesystem(self) -> Any:
+        """The pyarrow file system Ray Train writes checkpoints through (None: Ray's local default)."""
+        if not self.remote:
+            return None
+        import pyarrow.fs
+
+        return pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(self.filesystem()[0]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"uri": self.uri, "s3": self.s3.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunStorage:
+        return cls(d["uri"], S3Options(**d["s3"]))
+
+
+@contextmanager
+def local_cache(cache: str, storage: RunStorage) -> Iterator[Path]:
+    """A local folder holding the feature cache ``cache``: itself, or a download of an ``s3://`` one."""
+    if "://" not in cache:
+        yield Path(cache)
+        return
+    fs, path = storage.filesystem(cache)
+    with tempfile.TemporaryDirectory(prefix="mirbatch-cache-") as directory:
+        for name in ("train.npz", "val.npz", "done.json"):
+            fs.get(f"{path}/{name}", str(Path(directory) / name))
+        yield Path(directory)
+
+
 def build_cache(
-    config: TrainConfig, cache_dir: Path, log_line: Callable[[str], None] = print
-) -> tuple[tuple[str, ...], Path]:
-    """Build (or reuse) ``train.npz`` and ``val.npz`` under ``cache_dir/<key>``; return (labels, that folder)."""
+    config: TrainConfig,
+    cache_dir: str,
+    log_line: Callable[[str], None] = print,
+    storage: RunStorage | None = None,
+) -> tuple[tuple[str, ...], str]:
+    """Build (or reuse) ``train.npz`` and ``val.npz`` under ``cache_dir/<key>``; return (labels, that folder).
+
+    ``cache_dir`` is a local folder or, with ``storage``, an ``s3://`` prefix: then the cache is
+    built locally and uploaded, ``done.json`` last, so a half-uploaded cache is never reused.
+    """
     files: list[LabelledFile] = []
     for root in config.data:
         files.extend(load_dataset(Path(root), config.labels))
@@ -384,16 +453,14 @@ def build_cache(
             f"need files on both sides of the split; got {len(train_files)} train, {len(val_files)} val"
             + (" (a matcher splits by label: give it at least two labels)" if config.split == "label" else "")
         )
-    target = cache_dir / config.cache_key(files)
-    if (target / "done.json").exists():
+    target = f"{cache_dir.rstrip('/')}/{config.cache_key(files)}"
+    fs, target_path = (storage or RunStorage.resolve(None)).filesystem(target)
+    if fs.exists(f"{target_path}/done.json"):
         log_line(f"features: reusing the cache in {target}")
         return labels, target
-    target.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     train_set = build_patch_set(train_files, labels, config.features, config.augment, config.seed, on_ray=True)
     val_set = build_patch_set(val_files, labels, config.features, on_ray=True)
-    train_set.save(target / "train.npz")
-    val_set.save(target / "val.npz")
     summary = {
         "labels": list(labels),
         "train_files": len(train_set.files),
@@ -401,7 +468,16 @@ def build_cache(
         "val_files": len(val_set.files),
         "val_patches": len(val_set.targets),
     }
-    (target / "done.json").write_text(json.dumps(summary, indent=2))
+    remote = "://" in target
+    if not remote:
+        fs.makedirs(target_path, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="mirbatch-cache-") as staging:
+        folder = Path(staging) if remote else Path(target_path)  # remote caches are staged, then uploaded
+        for name, patch_set in (("train.npz", train_set), ("val.npz", val_set)):
+            patch_set.save(folder / name)
+            if remote:
+                fs.put(str(folder / name), f"{target_path}/{name}")
+        fs.pipe(f"{target_path}/done.json", json.dumps(summary, indent=2).encode())
     log_line(
         f"features: {summary['train_files']} train files ({summary['train_patches']} patches with "
         f"{config.augment.variants} augmented copies), {summary['val_files']} val files, {len(labels)} labels, "
@@ -555,8 +631,9 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(max(1, int(loop_config["threads"])))
     features = feature_config_from_dict(loop_config["features"])
-    cache = Path(loop_config["cache"])
-    train_set, val_set = PatchSet.load(cache / "train.npz"), PatchSet.load(cache / "val.npz")
+    storage = RunStorage.from_dict(loop_config["storage"])
+    with local_cache(loop_config["cache"], storage) as cache:
+        train_set, val_set = PatchSet.load(cache / "train.npz"), PatchSet.load(cache / "val.npz")
     labels = loop_config["labels"]
     matcher = is_matcher(loop_config["architecture"])
     model = build_model(loop_config["architecture"], len(labels))
@@ -572,7 +649,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     # This attempt's own latest checkpoint (after a worker failure), else an earlier attempt's.
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None and loop_config.get("resume_from"):
-        checkpoint = ray.train.Checkpoint.from_directory(loop_config["resume_from"])
+        checkpoint = ray.train.Checkpoint(loop_config["resume_from"], filesystem=storage.arrow_filesystem())
     if checkpoint:
         with checkpoint.as_directory() as directory:
             state = json.loads((Path(directory) / "state.json").read_text())
@@ -689,6 +766,7 @@ def train(
     address: str | None = None,
     cache: Path | None = None,
     log_line: Callable[[str], None] = print,
+    s3: S3Options | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Train ``config`` on Ray Train and save the best epoch as a mirbatch checkpoint at ``out``.
 
@@ -698,8 +776,8 @@ def train(
     out : Path
         Checkpoint file to write.
     storage : str, optional
-        Folder where runs keep checkpoints and the feature cache; on a cluster it must be shared by
-        every node (NFS, a mounted bucket). Default: ``./runs``.
+        Where runs keep checkpoints and the feature cache: a folder (on a cluster, shared by every
+        node: NFS) or an ``s3://bucket/prefix``. Default: ``./runs``.
     name : str, optional
         Run name under ``storage`` (default: ``out``'s stem).
     resume : bool
@@ -708,6 +786,10 @@ def train(
         Ray cluster address; default starts a local Ray.
     cache : Path, optional
         Feature cache folder (default: ``storage/feature-cache``).
+    log_line : callable
+        Receives progress lines.
+    s3 : S3Options, optional
+        Endpoint of an S3-compatible store for an ``s3://`` storage (default: from the environment).
 
     Returns
     -------
@@ -719,26 +801,32 @@ def train(
 
     from mirbatch.pipeline import ensure_ray
 
-    storage = storage or str(Path("runs").absolute())
-    if "://" in storage:
-        raise ValueError(
-            f"--storage {storage}: runs live on a file system (local, or shared by every node: NFS, a "
-            "mounted bucket); object-store URIs are not supported yet"
-        )
+    run_storage = RunStorage.resolve(storage, s3)
     name = name or out.stem
-    run_dir = Path(storage).absolute() / name
-    if run_dir.exists() and not resume:
-        raise ValueError(f"a run named {name!r} exists in {storage}; pass --resume to continue it, or --name NEW")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cache_root = cache or Path(storage).absolute() / "feature-cache"
+    run_uri = run_storage.join(name)
+    fs, run_path = run_storage.filesystem(run_uri)
+    if fs.exists(run_path) and not resume:
+        raise ValueError(
+            f"a run named {name!r} exists in {run_storage.uri}; pass --resume to continue it, or --name NEW"
+        )
+    if run_storage.remote:
+        bucket = run_path.split("/", 1)[0]
+        if not fs.exists(bucket):
+            raise ValueError(
+                f"--storage {run_storage.uri}: bucket {bucket!r} does not exist (or is not readable); create it first"
+            )
+    else:
+        fs.makedirs(run_path, exist_ok=True)
+    cache_root = str(cache.absolute()) if cache else run_storage.join("feature-cache")
     ensure_ray(address)
-    labels, cache_dir = build_cache(config, cache_root, log_line)
+    labels, cache_dir = build_cache(config, cache_root, log_line, run_storage)
     cpus = int(ray.cluster_resources().get("CPU", 1))
     loop_config = {
         "architecture": config.architecture,
         "labels": list(labels),
         "features": config.features.to_dict(),
-        "cache": str(cache_dir),
+        "cache": cache_dir,
+        "storage": run_storage.to_dict(),
         "epochs": config.epochs,
         "batch_size": config.batch_size,
         "lr": config.learning_rate,
@@ -746,8 +834,8 @@ def train(
         "seed": config.seed,
         "aux_weight": config.aux_weight,
         "threads": max(1, cpus // config.workers),
-        # An earlier attempt's newest complete checkpoint (the run folder is on a shared file system).
-        "resume_from": latest_checkpoint(run_dir) if resume else None,
+        # An earlier attempt's newest complete checkpoint (in the run folder every node can reach).
+        "resume_from": latest_checkpoint(fs, run_path) if resume else None,
     }
     trainer = TorchTrainer(
         train_loop,
@@ -761,7 +849,8 @@ def train(
             # One folder per attempt: a resumed run starts from the newest complete checkpoint of any
             # earlier attempt, never from a run snapshot a killed driver may have left half-written.
             name=datetime.now(UTC).strftime("attempt-%Y%m%dT%H%M%S"),
-            storage_path=str(run_dir),
+            storage_path=run_path,
+            storage_filesystem=run_storage.arrow_filesystem(),
             failure_config=ray.train.FailureConfig(max_failures=3),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
         ),
@@ -788,7 +877,8 @@ def train(
     if is_matcher(config.architecture):
         # The unknown threshold: the file-pair score that best separates same from different
         # instruments among the validation labels (never trained on).
-        val_set = PatchSet.load(cache_dir / "val.npz")
+        with local_cache(cache_dir, run_storage) as local:
+            val_set = PatchSet.load(local / "val.npz")
         scores, file_labels = matcher_file_scores(model, config.features, val_set)
         threshold = calibrate_threshold(*same_and_different(scores, file_labels))
         summary.update(unknown_threshold=round(threshold, 4), val_labels=sorted(set(file_labels.tolist())))
@@ -798,16 +888,19 @@ def train(
         )
         trained_labels = tuple(label for label in labels if label not in set(summary["val_labels"]))
     else:
-        train_set = PatchSet.load(cache_dir / "train.npz")
+        with local_cache(cache_dir, run_storage) as local:
+            train_set = PatchSet.load(local / "train.npz")
         file_targets = np.array([labels.index(f.label) for f in train_set.files])
         extra = MfccSvm.fit(train_set.file_stats, file_targets).to_tensors()
+    cache_fs, cache_path = run_storage.filesystem(cache_dir)
+    cache_summary = json.loads(cache_fs.cat(f"{cache_path}/done.json"))
     meta = CheckpointMeta(
         architecture=config.architecture,
         labels=trained_labels,
         features=config.features,
         training={
             "data": [_describe_dataset(Path(d)) for d in config.data],
-            "files": json.loads((cache_dir / "done.json").read_text())["train_files"],
+            "files": cache_summary["train_files"],
             "epochs": len(state["history"]),
             "batch_size": config.batch_size,
             "lr": config.learning_rate,
@@ -823,27 +916,27 @@ def train(
     save_checkpoint(out, model, meta, extra=extra)
     history_path = out.with_suffix(".history.json")
     history_path.write_text(json.dumps(state["history"], indent=2) + "\n")
-    return out, {**summary, "history": state["history"], "run_dir": str(run_dir)}
+    return out, {**summary, "history": state["history"], "run_dir": run_uri}
 
 
 _CHECKPOINT_FILES = ("latest.safetensors", "best.safetensors", "optimizer.safetensors", "state.json")
 
 
-def latest_checkpoint(run_dir: Path) -> str | None:
-    """Folder of the newest complete checkpoint (all files present, state readable) of any attempt
-    of a run, or None when it has none yet."""
-    best: tuple[int, Path] | None = None
-    for state_path in run_dir.glob("attempt-*/checkpoint_*/state.json"):
-        folder = state_path.parent
-        if not all((folder / name).is_file() for name in _CHECKPOINT_FILES):
+def latest_checkpoint(fs: Any, run_path: str) -> str | None:
+    """Path (inside ``fs``) of the newest complete checkpoint (all files present, state readable) of
+    any attempt of a run, or None when it has none yet."""
+    best: tuple[int, str] | None = None
+    for state_path in fs.glob(f"{run_path}/attempt-*/checkpoint_*/state.json"):
+        folder = str(state_path).rsplit("/", 1)[0]
+        if not all(fs.isfile(f"{folder}/{name}") for name in _CHECKPOINT_FILES):
             continue
         try:
-            epoch = int(json.loads(state_path.read_text())["epoch"])
+            epoch = int(json.loads(fs.cat(state_path))["epoch"])
         except (ValueError, KeyError, TypeError):
             continue
         if best is None or epoch > best[0]:
             best = (epoch, folder)
-    return str(best[1]) if best else None
+    return best[1] if best else None
 
 
 def _describe_dataset(root: Path) -> str:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from mirbatch.augment import AugmentConfig
 from mirbatch.cli import main
 from mirbatch.datasets.render import RenderConfig, render_dataset
 from mirbatch.models import load_checkpoint
+from mirbatch.sources import S3Options
 from mirbatch.training import TrainConfig, train
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -52,6 +54,32 @@ def test_tiny_run_writes_a_complete_checkpoint(small_data: Path, tmp_path: Path)
     # A second run of the same name is refused unless it resumes.
     with pytest.raises(ValueError, match="--resume"):
         train(_config(small_data), out, storage=str(tmp_path / "runs"))
+
+
+@pytest.mark.slow
+def test_a_run_on_s3_storage_checkpoints_there_and_resumes(small_data: Path, tmp_path: Path, s3_server: str) -> None:
+    import s3fs
+
+    bucket = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_server})
+    bucket.mkdir("train-runs")
+    s3 = S3Options(s3_server)
+    config = _config(small_data, epochs=2, patience=10)
+    out = tmp_path / "s3run.safetensors"
+    _, first = train(config, out, storage="s3://train-runs/exp", s3=s3, log_line=lambda _: None)
+    # Ray Train wrote each epoch's checkpoint to the bucket, the feature cache went there too.
+    states = bucket.glob("train-runs/exp/s3run/attempt-*/checkpoint_*/state.json")
+    assert sorted(json.loads(bucket.cat(p))["epoch"] for p in states) == [1, 2]
+    assert len(bucket.glob("train-runs/exp/feature-cache/*/done.json")) == 1
+    assert first["run_dir"] == "s3://train-runs/exp/s3run"
+    # Resume from the bucket: the first two epochs are the first run's own, two more follow.
+    _, resumed = train(
+        replace(config, epochs=4), out, storage="s3://train-runs/exp", s3=s3, resume=True, log_line=lambda _: None
+    )
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3, 4]
+    assert resumed["history"][:2] == first["history"]
+    assert load_checkpoint(str(out)).meta.training["epochs"] == 4
+    with pytest.raises(ValueError, match="does not exist"):
+        train(config, tmp_path / "x.safetensors", storage="s3://no-such-bucket/runs", s3=s3)
 
 
 @pytest.mark.slow
