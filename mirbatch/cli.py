@@ -232,6 +232,13 @@ def show(out: str, limit: int) -> None:
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Checkpoint file to write.")
 @click.option("--labels", default=None, help="Comma-separated labels to train (default: every label found).")
 @click.option(
+    "--aux-labels",
+    default=None,
+    help="Classifiers: more labels to train on as auxiliary classes that are never predicted (the "
+    "model answers with --labels only); 'rest' takes every other label found. Telling more "
+    "instruments apart shapes features that carry to other recordings.",
+)
+@click.option(
     "--features",
     type=click.Choice(["mel", "scalogram"]),
     default=None,
@@ -302,6 +309,7 @@ def train(
     data: tuple[str, ...],
     out: str,
     labels: str | None,
+    aux_labels: str | None,
     features: str | None,
     wavelet: str,
     augment: str,
@@ -338,6 +346,7 @@ def train(
             data=data,
             architecture=architecture,
             labels=tuple(x.strip() for x in labels.split(",")) if labels else None,
+            aux_labels=tuple(x.strip() for x in aux_labels.split(",")) if aux_labels else (),
             epochs=epochs,
             batch_size=batch_size,
             lr=lr,

@@ -84,6 +84,10 @@ class TrainConfig:
         Registered architecture name.
     labels : tuple of str or None
         Labels to train; None takes every label found.
+    aux_labels : tuple of str
+        Classifiers: more labels trained as auxiliary classes, never predicted (the checkpoint keeps
+        only ``labels``): telling more instruments apart shapes features that carry further.
+        ``("rest",)`` takes every label found beyond ``labels``.
     epochs, batch_size : training schedule (global batch).
     lr : float or None
         Learning rate; None takes the seed papers' (RMSprop 1e-3 for CNNs, Adam 6e-4 for ``siamese``,
@@ -107,6 +111,7 @@ class TrainConfig:
     data: tuple[str, ...]
     architecture: str = "cnn"
     labels: tuple[str, ...] | None = None
+    aux_labels: tuple[str, ...] = ()
     epochs: int = 30
     batch_size: int = 32
     lr: float | None = None
@@ -126,6 +131,11 @@ class TrainConfig:
         return {"siamese": 6e-4, "residual-siamese": 5e-4}.get(self.architecture, 1e-3)
 
     @property
+    def predicted(self) -> int | None:
+        """How many of the trained labels (the first ones) the model predicts; None: all."""
+        return len(self.labels) if self.aux_labels and self.labels else None
+
+    @property
     def split(self) -> str:
         """``label`` for matchers, ``file`` for classifiers."""
         return "label" if is_matcher(self.architecture) else "file"
@@ -135,6 +145,7 @@ class TrainConfig:
         payload = {
             "files": [(f.path, f.label) for f in files],
             "labels": list(self.labels or ()),
+            "aux_labels": list(self.aux_labels),
             "val_fraction": self.val_fraction,
             "split": self.split,
             "seed": self.seed,
@@ -437,9 +448,24 @@ def build_cache(
     built locally and uploaded, ``done.json`` last, so a half-uploaded cache is never reused.
     """
     files: list[LabelledFile] = []
+    rest = config.aux_labels == ("rest",)
+    wanted = None if config.labels is None or rest else (*config.labels, *config.aux_labels)
     for root in config.data:
-        files.extend(load_dataset(Path(root), config.labels))
-    labels = tuple(config.labels) if config.labels else tuple(sorted({f.label for f in files}))
+        files.extend(load_dataset(Path(root), wanted))
+    found = sorted({f.label for f in files})
+    labels = tuple(config.labels) if config.labels else tuple(found)
+    aux: tuple[str, ...] = ()
+    if config.aux_labels:
+        if is_matcher(config.architecture):
+            raise ValueError("auxiliary labels are for classifiers; a matcher trains on every label it is given")
+        if config.labels is None:
+            raise ValueError("auxiliary labels need --labels (the labels the model predicts)")
+        aux = tuple(x for x in found if x not in labels) if rest else config.aux_labels
+        missing = sorted(set(aux) - set(found))
+        if missing:
+            raise ValueError(f"auxiliary labels not in the data: {', '.join(missing)}")
+        files = [f for f in files if f.label in labels or f.label in aux]
+        labels = (*labels, *aux)
     reserved = sorted(label for label in labels if _reserved_label(label))
     if reserved:
         raise ValueError(
@@ -581,10 +607,17 @@ class MatcherWithAux(torch.nn.Module):
         return self.matcher.head.cross_logits(e, e), self.aux(e)
 
 
-def _export_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The weights a checkpoint keeps (a matcher without its training-time classifier)."""
+def _export_state(model: torch.nn.Module, predicted: int | None = None) -> dict[str, torch.Tensor]:
+    """The weights a checkpoint keeps: a matcher without its training-time classifier; a classifier
+    with only the output rows of the ``predicted`` first labels (auxiliary classes dropped, so the
+    softmax runs over the predicted labels alone)."""
     inner = model.matcher if isinstance(model, MatcherWithAux) else model
-    return {k: v.detach().cpu().clone().contiguous() for k, v in inner.state_dict().items()}
+    state = {k: v.detach().cpu().clone().contiguous() for k, v in inner.state_dict().items()}
+    if predicted is not None:
+        last = f"classifier.{len(inner.classifier) - 1}."  # type: ignore[arg-type]
+        for key in (last + "weight", last + "bias"):
+            state[key] = state[key][:predicted].contiguous()
+    return state
 
 
 def _validate_matcher(model: torch.nn.Module, features: FeatureConfig, val_set: PatchSet) -> tuple[float, float]:
@@ -635,6 +668,8 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     with local_cache(loop_config["cache"], storage) as cache:
         train_set, val_set = PatchSet.load(cache / "train.npz"), PatchSet.load(cache / "val.npz")
     labels = loop_config["labels"]
+    predicted = loop_config["predicted"]  # None, or the first labels that are predicted (others auxiliary)
+    n_predicted = predicted or len(labels)
     matcher = is_matcher(loop_config["architecture"])
     model = build_model(loop_config["architecture"], len(labels))
     if matcher:
@@ -645,7 +680,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         else torch.optim.RMSprop(model.parameters(), lr=loop_config["lr"])
     )
     start_epoch, history, best_acc, best_epoch = 1, [], -1.0, 0
-    best_state = _export_state(model)
+    best_state = _export_state(model, predicted)
     # This attempt's own latest checkpoint (after a worker failure), else an earlier attempt's.
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None and loop_config.get("resume_from"):
@@ -715,12 +750,15 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             scaled = [pair_acc * world, float(world), episode_acc * world, float(world)]
             counts = torch.tensor([*scaled, total, float(seen)])
         else:
+            # Accuracy over the predicted labels only (auxiliary classes are never an answer).
             patch_probs, file_scores = predict_files(_unwrap(model), features, my_val_set)
-            use = my_val_set.active
-            patch_hits = float((patch_probs.argmax(1) == my_val_set.targets.numpy())[use].sum())
+            patch_targets = my_val_set.targets.numpy()
+            use = my_val_set.active & (patch_targets < n_predicted)
+            patch_hits = float((patch_probs[:, :n_predicted].argmax(1) == patch_targets)[use].sum())
             file_targets = np.array([labels.index(f.label) for f in val_set.files])
-            file_hits = float((file_scores.argmax(1) == file_targets)[my_val].sum())
-            counts = torch.tensor([patch_hits, float(use.sum()), file_hits, float(len(my_val)), total, float(seen)])
+            mine = my_val[file_targets[my_val] < n_predicted]
+            file_hits = float((file_scores[:, :n_predicted].argmax(1) == file_targets)[mine].sum())
+            counts = torch.tensor([patch_hits, float(use.sum()), file_hits, float(len(mine)), total, float(seen)])
         if world > 1:
             torch.distributed.all_reduce(counts)
         patch_acc, file_acc = float(counts[0] / counts[1]), float(counts[2] / counts[3])
@@ -730,7 +768,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             _log_epoch(history[-1], print, matcher)
         if file_acc > best_acc:
             best_acc, best_epoch = file_acc, epoch
-            best_state = _export_state(_unwrap(model))
+            best_state = _export_state(_unwrap(model), predicted)
         stop = epoch - best_epoch >= loop_config["patience"] or epoch == loop_config["epochs"]
         report = {**asdict(metrics), "best_epoch": best_epoch, "best_val_file_accuracy": best_acc, "done": stop}
         with tempfile.TemporaryDirectory() as directory:
@@ -833,6 +871,7 @@ def train(
         "patience": config.patience,
         "seed": config.seed,
         "aux_weight": config.aux_weight,
+        "predicted": config.predicted,
         "threads": max(1, cpus // config.workers),
         # An earlier attempt's newest complete checkpoint (in the run folder every node can reach).
         "resume_from": latest_checkpoint(fs, run_path) if resume else None,
@@ -862,7 +901,8 @@ def train(
     with result.checkpoint.as_directory() as directory:
         state = json.loads((Path(directory) / "state.json").read_text())
         best = load_file(str(Path(directory) / "best.safetensors"))
-    model = build_model(config.architecture, len(labels))
+    predicted_labels = labels[: config.predicted] if config.predicted else labels
+    model = build_model(config.architecture, len(predicted_labels))
     model.load_state_dict(best)
     best_metrics = state["history"][state["best_epoch"] - 1]
     summary: dict[str, Any] = {
@@ -873,7 +913,7 @@ def train(
         "parameters": count_parameters(model),
     }
     extra: dict[str, torch.Tensor] | None = None
-    trained_labels = labels
+    trained_labels = predicted_labels
     if is_matcher(config.architecture):
         # The unknown threshold: the file-pair score that best separates same from different
         # instruments among the validation labels (never trained on).
@@ -890,8 +930,10 @@ def train(
     else:
         with local_cache(cache_dir, run_storage) as local:
             train_set = PatchSet.load(local / "train.npz")
+        # The baseline learns the predicted labels' files, as the model answers with those only.
         file_targets = np.array([labels.index(f.label) for f in train_set.files])
-        extra = MfccSvm.fit(train_set.file_stats, file_targets).to_tensors()
+        keep = file_targets < len(predicted_labels)
+        extra = MfccSvm.fit(train_set.file_stats[keep], file_targets[keep]).to_tensors()
     cache_fs, cache_path = run_storage.filesystem(cache_dir)
     cache_summary = json.loads(cache_fs.cat(f"{cache_path}/done.json"))
     meta = CheckpointMeta(
@@ -910,6 +952,7 @@ def train(
             "augment": config.augment.to_dict(),
             "workers": config.workers,
             **({"aux_weight": config.aux_weight} if is_matcher(config.architecture) else {}),
+            **({"aux_labels": list(labels[len(predicted_labels) :])} if config.predicted else {}),
         },
         metrics=summary,
     )

@@ -11,6 +11,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -54,6 +55,26 @@ def test_tiny_run_writes_a_complete_checkpoint(small_data: Path, tmp_path: Path)
     # A second run of the same name is refused unless it resumes.
     with pytest.raises(ValueError, match="--resume"):
         train(_config(small_data), out, storage=str(tmp_path / "runs"))
+
+
+@pytest.mark.slow
+def test_auxiliary_labels_are_trained_but_never_predicted(small_data: Path, tmp_path: Path) -> None:
+    config = _config(small_data, architecture="cnn-freq", labels=("flute", "tuba"), aux_labels=("rest",), epochs=2)
+    path, _ = train(config, tmp_path / "aux.safetensors", storage=str(tmp_path / "runs"), log_line=lambda _: None)
+    checkpoint = load_checkpoint(str(path))
+    assert checkpoint.meta.labels == ("flute", "tuba")
+    assert checkpoint.meta.training["aux_labels"] == ["piano"]
+    assert checkpoint.model.classifier[-1].out_features == 2  # type: ignore[index,union-attr]
+    # The feature cache holds all three labels; the baseline, like the model, answers with two.
+    summary = json.loads(next((tmp_path / "runs" / "feature-cache").glob("*/done.json")).read_text())
+    assert summary["labels"] == ["flute", "tuba", "piano"]
+    assert checkpoint.baseline is not None
+    assert set(checkpoint.baseline.predict(np.zeros((3, checkpoint.baseline.mean.shape[0])))) <= {0, 1}
+    with pytest.raises(ValueError, match="need --labels"):
+        train(_config(small_data, aux_labels=("piano",)), tmp_path / "x.safetensors", storage=str(tmp_path / "r2"))
+    with pytest.raises(ValueError, match="not in the data"):
+        bad = _config(small_data, labels=("flute",), aux_labels=("banjo",))
+        train(bad, tmp_path / "y.safetensors", storage=str(tmp_path / "r3"))
 
 
 @pytest.mark.slow
