@@ -424,14 +424,15 @@ class RunStorage:
 
 
 @contextmanager
-def local_cache(cache: str, storage: RunStorage) -> Iterator[Path]:
-    """A local folder holding the feature cache ``cache``: itself, or a download of an ``s3://`` one."""
+def _local_cache(cache: str, storage: RunStorage, names: tuple[str, ...]) -> Iterator[Path]:
+    """A local folder holding files ``names`` of the feature cache ``cache``: the cache itself, or a
+    temporary download from ``s3://``."""
     if "://" not in cache:
         yield Path(cache)
         return
     fs, path = storage.filesystem(cache)
     with tempfile.TemporaryDirectory(prefix="mirbatch-cache-") as directory:
-        for name in ("train.npz", "val.npz", "done.json"):
+        for name in names:
             fs.get(f"{path}/{name}", str(Path(directory) / name))
         yield Path(directory)
 
@@ -665,7 +666,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     torch.set_num_threads(max(1, int(loop_config["threads"])))
     features = feature_config_from_dict(loop_config["features"])
     storage = RunStorage.from_dict(loop_config["storage"])
-    with local_cache(loop_config["cache"], storage) as cache:
+    with _local_cache(loop_config["cache"], storage, ("train.npz", "val.npz")) as cache:
         train_set, val_set = PatchSet.load(cache / "train.npz"), PatchSet.load(cache / "val.npz")
     labels = loop_config["labels"]
     predicted = loop_config["predicted"]  # None, or the first labels that are predicted (others auxiliary)
@@ -917,7 +918,7 @@ def train(
     if is_matcher(config.architecture):
         # The unknown threshold: the file-pair score that best separates same from different
         # instruments among the validation labels (never trained on).
-        with local_cache(cache_dir, run_storage) as local:
+        with _local_cache(cache_dir, run_storage, ("val.npz",)) as local:
             val_set = PatchSet.load(local / "val.npz")
         scores, file_labels = matcher_file_scores(model, config.features, val_set)
         threshold = calibrate_threshold(*same_and_different(scores, file_labels))
@@ -928,7 +929,7 @@ def train(
         )
         trained_labels = tuple(label for label in labels if label not in set(summary["val_labels"]))
     else:
-        with local_cache(cache_dir, run_storage) as local:
+        with _local_cache(cache_dir, run_storage, ("train.npz",)) as local:
             train_set = PatchSet.load(local / "train.npz")
         # The baseline learns the predicted labels' files, as the model answers with those only.
         file_targets = np.array([labels.index(f.label) for f in train_set.files])
