@@ -478,7 +478,8 @@ def data() -> None:
     epilog=_example(
         "mirbatch data render --soundfont fluidr3 --out data/fluidr3 --per-class 200 --seed 1\n"
         "mirbatch data render --soundfont /usr/share/sounds/sf2/TimGM6mb.sf2 --out data/timgm --per-class 40\n"
-        "mirbatch data render --soundfont fluidr3 --out data/extra --programs extra --per-class 40"
+        "mirbatch data render --soundfont fluidr3 --out data/extra --programs extra --per-class 40\n"
+        "mirbatch data render --soundfont fluidr3 --out data/fluidr3_varied --per-class 200 --seed 5 --vary"
     )
 )
 @click.option(
@@ -506,6 +507,12 @@ def data() -> None:
     show_default=True,
     help="Share of clips that are phrases rather than single notes.",
 )
+@click.option(
+    "--vary",
+    is_flag=True,
+    help="SoundFonts only: randomize each clip's filter cutoff (up to 3 octaves darker), resonance and "
+    "vibrato depth through SoundFont NRPNs, so one library sounds like several.",
+)
 @click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True, help="Synthesizers run at once.")
 def render(
     soundfont: str,
@@ -515,6 +522,7 @@ def render(
     labels: str | None,
     programs: str | None,
     phrase_fraction: float,
+    vary: bool,
     jobs: int,
 ) -> None:
     """Render the taxonomy (or single GM programs) from a GM sample library: notes and phrases, a folder per label."""
@@ -527,7 +535,7 @@ def render(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--programs") from exc
     chosen = chosen or DEFAULT_LABELS
-    config = RenderConfig(soundfont, per_class, seed, phrase_fraction=phrase_fraction, labels=chosen)
+    config = RenderConfig(soundfont, per_class, seed, phrase_fraction=phrase_fraction, labels=chosen, vary=vary)
     try:
         plans = render_dataset(config, Path(out), jobs=jobs)
     except (RenderError, KeyError) as exc:

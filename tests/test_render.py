@@ -78,3 +78,31 @@ def test_freepats_renders_with_timidity_and_skips_missing_programs(tmp_path: Pat
 def test_unknown_library_says_what_to_do() -> None:
     with pytest.raises(RenderError, match="fluidr3, timgm6mb, freepats"):
         resolve_library("no-such-font")
+
+
+def _centroid(y: np.ndarray, rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(y))
+    return float((np.fft.rfftfreq(len(y), 1 / rate) * spectrum).sum() / spectrum.sum())
+
+
+def test_varied_render_darkens_the_filtered_clips_and_keeps_the_notes(tmp_path: Path) -> None:
+    plain = RenderConfig("fluidr3", per_class=6, seed=7, labels=("violin", "trumpet"))
+    varied = RenderConfig("fluidr3", per_class=6, seed=7, labels=("violin", "trumpet"), vary=True)
+    plans = render_dataset(varied, tmp_path / "varied")
+    render_dataset(plain, tmp_path / "plain")
+    assert [p.notes for p in plans] == [p.notes for p in plan_clips(plain)]  # same music, other synthesizer
+    darker = [p for p in plans if p.variation is not None and p.variation.filter_cents < -3000]
+    assert darker, "seed 7 draws some strongly filtered clips"
+    for plan in darker:
+        relative = Path(plan.label) / plan.file_name("fluidr3")
+        y_varied, rate = sf.read(tmp_path / "varied" / relative)
+        y_plain, _ = sf.read(tmp_path / "plain" / relative)
+        assert _centroid(y_varied, rate) < 0.85 * _centroid(y_plain, rate)
+    records = [json.loads(line) for line in (tmp_path / "varied" / "clips.jsonl").read_text().splitlines()]
+    assert all(set(r["variation"]) == {"filter_cents", "filter_q_cb", "vibrato_cents"} for r in records)
+    assert json.loads((tmp_path / "varied" / "render.json").read_text())["vary"] is True
+
+
+def test_vary_needs_a_soundfont(tmp_path: Path) -> None:
+    with pytest.raises(RenderError, match="SoundFont"):
+        render_dataset(RenderConfig("freepats", per_class=1, labels=("flute",), vary=True), tmp_path)

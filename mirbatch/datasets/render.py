@@ -5,6 +5,12 @@ playing range, with varied lengths and velocities. Clips are planned from ``(see
 alone, so a render is deterministic and any clip can be re-rendered on its own. Clips are written
 into MIDI files of many clips each (one synthesizer start per file, not per clip) separated by
 silence, rendered, then cut apart.
+
+``vary`` randomizes the synthesizer itself per clip (FluidSynth only), through the SoundFont 2.01
+NRPNs that offset an instrument's generators: the low-pass filter's cutoff and resonance, and the
+vibrato depth. One library then sounds like several: sample libraries differ most in how their
+instruments are filtered (TimGM6mb's strings, for one, sit behind low-pass filters starting at
+0.5-3.6 kHz that FluidR3_GM's do not have).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ __all__ = [
     "resolve_library",
     "Note",
     "ClipPlan",
+    "Variation",
     "RenderConfig",
     "plan_clips",
     "render_dataset",
@@ -128,6 +135,48 @@ class Note:
 
 
 @dataclass(frozen=True)
+class Variation:
+    """Offsets of a clip's SoundFont generators (SF2 NRPN, FluidSynth): 0 leaves the instrument as it is.
+
+    Attributes
+    ----------
+    filter_cents : int
+        Low-pass cutoff (``initialFilterFc``) offset in cents: negative is darker.
+    filter_q_cb : int
+        Filter resonance (``initialFilterQ``) offset in centibels.
+    vibrato_cents : int
+        Vibrato LFO depth (``vibLfoToPitch``) offset in cents.
+    """
+
+    filter_cents: int = 0
+    filter_q_cb: int = 0
+    vibrato_cents: int = 0
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator) -> Variation:
+        """A random variation: most clips darker by 1-5 octaves, some resonant, some with vibrato.
+
+        An unfiltered instrument's cutoff is ~20 kHz, so 1-5 octaves down puts it at 0.6-10 kHz.
+        """
+        return cls(
+            filter_cents=int(rng.uniform(-6000, -1200)) if rng.random() < 0.7 else 0,
+            filter_q_cb=int(rng.uniform(0, 120)) if rng.random() < 0.3 else 0,
+            vibrato_cents=int(rng.uniform(5, 30)) if rng.random() < 0.4 else 0,
+        )
+
+    def midi(self, channel: int = 0) -> list[mido.Message]:
+        """NRPN messages (MSB 120 = SoundFont generator, LSB = generator number) setting every offset."""
+        messages = []
+        # (generator, offset, FluidSynth's NRPN scale for it)
+        offsets = ((8, self.filter_cents, 2), (9, self.filter_q_cb, 1), (6, self.vibrato_cents, 2))
+        for generator, offset, scale in offsets:
+            value = int(np.clip(8192 + round(offset / scale), 0, 16383))  # 14 bits, 8192 = no offset
+            for control, data in ((99, 120), (98, generator), (6, value >> 7), (38, value & 127)):
+                messages.append(mido.Message("control_change", channel=channel, control=control, value=data))
+        return messages
+
+
+@dataclass(frozen=True)
 class ClipPlan:
     """What one rendered clip plays."""
 
@@ -136,6 +185,7 @@ class ClipPlan:
     program: int
     kind: str  # "note" or "phrase"
     notes: tuple[Note, ...]
+    variation: Variation | None = None
 
     @property
     def duration_s(self) -> float:
@@ -155,6 +205,7 @@ class RenderConfig:
     sample_rate: int = 22050
     phrase_fraction: float = 0.5
     labels: tuple[str, ...] = field(default_factory=lambda: tuple(i.label for i in TAXONOMY))
+    vary: bool = False
 
     def to_dict(self) -> dict[str, object]:
         return {**asdict(self), "labels": list(self.labels)}
@@ -216,7 +267,8 @@ def plan_clips(config: RenderConfig, available: frozenset[int] | None = None) ->
             program = int(programs[int(rng.integers(0, len(programs)))])
             is_phrase = rng.random() < config.phrase_fraction
             notes = _plan_phrase(inst, rng) if is_phrase else _plan_note(inst, rng)
-            plans.append(ClipPlan(label, index, program, "phrase" if is_phrase else "note", notes))
+            variation = Variation.draw(rng) if config.vary else None
+            plans.append(ClipPlan(label, index, program, "phrase" if is_phrase else "note", notes, variation))
     return plans
 
 
@@ -229,6 +281,8 @@ def _write_midi(clips: Sequence[ClipPlan], path: Path) -> list[float]:
     for clip in clips:
         starts.append(t0)
         events.append((t0 - 0.1, 0, mido.Message("program_change", program=clip.program, channel=0)))
+        if clip.variation is not None:  # offsets persist on the channel: every varied clip sets all of them
+            events.extend((t0 - 0.1, 0, message) for message in clip.variation.midi())
         for note in clip.notes:
             events.append((t0 + note.start_s, 2, mido.Message("note_on", note=note.pitch, velocity=note.velocity)))
             off = t0 + note.start_s + note.duration_s
@@ -315,6 +369,8 @@ def render_dataset(config: RenderConfig, out: Path, jobs: int = 2) -> list[ClipP
         The clips written, in label then index order.
     """
     library = resolve_library(config.library)
+    if config.vary and library.synth != "fluidsynth":
+        raise RenderError(f"--vary needs a SoundFont (FluidSynth); {library.name} is played by {library.synth}")
     plans = plan_clips(config, library.available_programs())
     if not plans:
         raise RenderError(f"library {library.name!r} has none of the programs of labels {config.labels}")
