@@ -510,7 +510,7 @@ def data() -> None:
 @click.option(
     "--vary",
     is_flag=True,
-    help="SoundFonts only: randomize each clip's filter cutoff (up to 3 octaves darker), resonance and "
+    help="SoundFonts only: randomize each clip's filter cutoff (most clips 1-5 octaves darker), resonance and "
     "vibrato depth through SoundFont NRPNs, so one library sounds like several.",
 )
 @click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True, help="Synthesizers run at once.")

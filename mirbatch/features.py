@@ -424,7 +424,6 @@ def bin_means(values: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
 class _RatePlan:
     """How to transform segments of one length: rows grouped by inverse-FFT length, with their spectra."""
 
-    length: int
     groups: list[tuple[int, int, int]]  # (first row, last row + 1, inverse FFT length)
     spectra: list[torch.Tensor]  # per group: [shape=(rows, bins kept)], the wavelets' band only
 
@@ -485,7 +484,7 @@ class ScalogramFeaturizer(torch.nn.Module):
                 torch.from_numpy(spectrum[first:last, : min(size, length // 2 + 1)].astype(np.float32)).to(device)
                 for first, last, size in groups
             ]
-            self._plans[key] = _RatePlan(length, groups, spectra)
+            self._plans[key] = _RatePlan(groups, spectra)
         return self._plans[key]
 
     def resize(self, inputs: torch.Tensor) -> torch.Tensor:

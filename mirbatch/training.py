@@ -465,7 +465,6 @@ def build_cache(
         missing = sorted(set(aux) - set(found))
         if missing:
             raise ValueError(f"auxiliary labels not in the data: {', '.join(missing)}")
-        files = [f for f in files if f.label in labels or f.label in aux]
         labels = (*labels, *aux)
     reserved = sorted(label for label in labels if _reserved_label(label))
     if reserved:
