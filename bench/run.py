@@ -6,8 +6,10 @@ prints audio-seconds per wall-second and ratios for:
 1. the loop users write: per file ``librosa.load`` + ``melspectrogram`` + ``power_to_db`` + the
    same CNN on the same 1 s patches (the baseline);
 2. ``mirbatch tag`` (mel, the bundled CNN) with 1 and 2 workers, end to end with Parquet written;
-   Ray start-up is reported apart from the steady-state rate;
-3. scalograms: a ``pywt.cwt(method="fft")`` loop vs mirbatch's scalogram at the same scales;
+   Ray start-up is reported apart from the steady-state rate; with CUDA present, also one model
+   actor per GPU (audio-seconds per second per GPU);
+3. scalograms: a ``pywt.cwt(method="fft")`` loop vs mirbatch's scalogram at the same scales (and
+   on the GPU when there is one);
 4. one-shot matching against 10,000 support embeddings (``bench/match_support.py``);
 5. peak memory (RSS) of the driver and of each Ray worker process, also for the 60-minute file.
 
@@ -25,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -48,25 +51,33 @@ def _tone_clip(rng: np.random.Generator, seconds: float) -> np.ndarray:
     return np.stack([y, 0.9 * y], axis=1) * 0.5
 
 
+def _write_short(path: Path, index: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), _tone_clip(np.random.default_rng([0, index]), 3.0), RATE, subtype="PCM_16")
+
+
+def _long_part(index: int) -> np.ndarray:
+    return _tone_clip(np.random.default_rng([1, index]), 3.0)
+
+
 def make_corpus(root: Path, hours: float) -> tuple[list[Path], Path]:
-    """``hours`` of 3 s WAV files and one 60-minute FLAC under ``root`` (kept between runs)."""
+    """``hours`` of 3 s WAV files and one 60-minute FLAC under ``root`` (kept between runs).
+
+    Files are generated in parallel, each from its own seed, so the corpus is the same whatever the
+    number of processes.
+    """
     short = root / "short"
-    short.mkdir(parents=True, exist_ok=True)
     n = int(hours * 3600 / 3)
-    rng = np.random.default_rng(0)
-    files = []
-    for i in range(n):
-        path = short / f"{i // 100:03d}" / f"clip_{i:05d}.wav"
-        if not path.exists():
-            path.parent.mkdir(exist_ok=True)
-            sf.write(str(path), _tone_clip(rng, 3.0), RATE, subtype="PCM_16")
-        files.append(path)
+    files = [short / f"{i // 100:03d}" / f"clip_{i:05d}.wav" for i in range(n)]
+    todo = [i for i, path in enumerate(files) if not path.exists()]
     long = root / "long" / "sixty_minutes.flac"
-    if not long.exists():
-        long.parent.mkdir(parents=True, exist_ok=True)
-        with sf.SoundFile(str(long), "w", samplerate=RATE, channels=2, format="FLAC") as f:
-            for _ in range(1200):
-                f.write(_tone_clip(rng, 3.0))
+    with ProcessPoolExecutor() as pool:
+        list(pool.map(_write_short, [files[i] for i in todo], todo, chunksize=64))
+        if not long.exists():
+            long.parent.mkdir(parents=True, exist_ok=True)
+            with sf.SoundFile(str(long), "w", samplerate=RATE, channels=2, format="FLAC") as f:
+                for part in pool.map(_long_part, range(1200), chunksize=32):
+                    f.write(part)
     return files, long
 
 
@@ -134,6 +145,7 @@ def main() -> None:
     parser.add_argument("--hours", type=float, default=2.0, help="Audio in 3 s files (>= 1 for the record).")
     parser.add_argument("--corpus", type=Path, default=Path(tempfile.gettempdir()) / "mirbatch-bench")
     parser.add_argument("--baseline-files", type=int, default=300, help="Files the users' loop times.")
+    parser.add_argument("--gpu-batch-size", type=int, default=256, help="Patches per model call on a GPU.")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {sys.platform}")
@@ -176,6 +188,18 @@ def main() -> None:
         for name, peak in sorted(memory.peaks.items()):
             print(f"      peak private RSS {name}: {_mib(peak)}")
     print(f"    2 workers / 1 worker: {rates[2] / rates[1]:.2f}x")
+    gpus = torch.cuda.device_count()
+    if gpus:
+        # One model actor per GPU (features and model on the device), decode tasks on every CPU.
+        for batch_size in (64, args.gpu_batch_size):
+            config = TagConfig(sources=(str(args.corpus / "short"),), out=str(out_root / f"gpu{batch_size}"),
+                               workers=gpus, gpus_per_worker=1.0, batch_size=batch_size, resume=False)  # fmt: skip
+            with PeakMemory() as memory:
+                summary = run_tag(config)
+            steady = summary.steady_throughput
+            print(f"    mirbatch tag on {gpus} x {torch.cuda.get_device_name(0)}, --batch-size {batch_size}: steady "
+                  f"{steady:.1f} audio-s/s ({steady / gpus:.1f} per GPU, {steady / loop_rate:.2f}x the loop); "
+                  f"whole run {summary.throughput:.1f} audio-s/s")  # fmt: skip
     with PeakMemory() as memory:
         summary = run_tag(TagConfig(sources=(str(long),), out=str(out_root / "long"), resume=False))
     print(
@@ -186,6 +210,8 @@ def main() -> None:
 
     print("\n[3] scalograms: pywt.cwt(method='fft') loop vs mirbatch at the same scales (Morlet)")
     subprocess.run([sys.executable, str(Path(__file__).with_name("scalogram.py"))], check=True)
+    if gpus:
+        subprocess.run([sys.executable, str(Path(__file__).with_name("scalogram.py")), "--device", "cuda"], check=True)
     print("\n[4] one-shot matching against 10,000 support embeddings")
     subprocess.run([sys.executable, str(Path(__file__).with_name("match_support.py"))], check=True)
     import resource
