@@ -194,8 +194,7 @@ def main() -> None:
         for batch_size in (64, args.gpu_batch_size):
             config = TagConfig(sources=(str(args.corpus / "short"),), out=str(out_root / f"gpu{batch_size}"),
                                workers=gpus, gpus_per_worker=1.0, batch_size=batch_size, resume=False)  # fmt: skip
-            with PeakMemory() as memory:
-                summary = run_tag(config)
+            summary = run_tag(config)
             steady = summary.steady_throughput
             print(f"    mirbatch tag on {gpus} x {torch.cuda.get_device_name(0)}, --batch-size {batch_size}: steady "
                   f"{steady:.1f} audio-s/s ({steady / gpus:.1f} per GPU, {steady / loop_rate:.2f}x the loop); "
@@ -209,9 +208,8 @@ def main() -> None:
     ray.shutdown()
 
     print("\n[3] scalograms: pywt.cwt(method='fft') loop vs mirbatch at the same scales (Morlet)")
-    subprocess.run([sys.executable, str(Path(__file__).with_name("scalogram.py"))], check=True)
-    if gpus:
-        subprocess.run([sys.executable, str(Path(__file__).with_name("scalogram.py")), "--device", "cuda"], check=True)
+    devices = ["--device", "cpu"] + (["--device", "cuda"] if gpus else [])
+    subprocess.run([sys.executable, str(Path(__file__).with_name("scalogram.py")), *devices], check=True)
     print("\n[4] one-shot matching against 10,000 support embeddings")
     subprocess.run([sys.executable, str(Path(__file__).with_name("match_support.py"))], check=True)
     import resource
