@@ -354,7 +354,9 @@ def ensure_ray(address: str | None, num_cpus: int | None = None) -> None:
         ray.init(
             address="local",
             num_cpus=num_cpus or os.cpu_count() or 1,
-            include_dashboard=True,
+            # None: the dashboard starts when ray[default]'s packages are installed (as mirbatch's
+            # dependencies ask) and is skipped without an error on a minimal Ray install.
+            include_dashboard=None,
             logging_level=logging.WARNING,
         )
 
