@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -173,12 +174,11 @@ def main() -> None:
     startup = time.perf_counter() - t0
     print(f"\n[2] Ray start-up: {startup:.1f}s")
     out_root = Path(tempfile.mkdtemp(prefix="mirbatch-bench-out-"))
+    short_corpus = TagConfig(sources=(str(args.corpus / "short"),), out=str(out_root / "short"), resume=False)
     rates = {}
     for workers in (1, 2):
-        config = TagConfig(sources=(str(args.corpus / "short"),), out=str(out_root / f"w{workers}"),
-                           workers=workers, resume=False)  # fmt: skip
         with PeakMemory() as memory:
-            summary = run_tag(config)
+            summary = run_tag(replace(short_corpus, out=str(out_root / f"w{workers}"), workers=workers))
         rates[workers] = steady = summary.steady_throughput
         with_startup = summary.audio_s / (summary.wall_s + startup)
         print(f"    mirbatch tag --workers {workers}: steady {steady:.1f} audio-s/s ({steady / loop_rate:.2f}x the "
@@ -192,8 +192,8 @@ def main() -> None:
     if gpus:
         # One model actor per GPU (features and model on the device), decode tasks on every CPU.
         for batch_size in (64, args.gpu_batch_size):
-            config = TagConfig(sources=(str(args.corpus / "short"),), out=str(out_root / f"gpu{batch_size}"),
-                               workers=gpus, gpus_per_worker=1.0, batch_size=batch_size, resume=False)  # fmt: skip
+            config = replace(short_corpus, out=str(out_root / f"gpu{batch_size}"), workers=gpus,
+                             gpus_per_worker=1.0, batch_size=batch_size)  # fmt: skip
             summary = run_tag(config)
             steady = summary.steady_throughput
             print(f"    mirbatch tag on {gpus} x {torch.cuda.get_device_name(0)}, --batch-size {batch_size}: steady "
