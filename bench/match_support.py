@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import resource
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -32,7 +33,7 @@ def _naive(head: WeightedL1Head, queries: torch.Tensor, support: SupportSet) -> 
         return sums / torch.bincount(support.shot_label, minlength=len(support.labels))
 
 
-def _timed(fn, repeats: int) -> tuple[float, torch.Tensor]:  # type: ignore[no-untyped-def]
+def _timed(fn: Callable[[], torch.Tensor], repeats: int) -> tuple[float, torch.Tensor]:
     fn()  # warm-up
     started = time.perf_counter()
     for _ in range(repeats):

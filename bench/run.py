@@ -20,6 +20,7 @@ prints audio-seconds per wall-second and ratios for:
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import subprocess
@@ -101,22 +102,39 @@ def users_loop(files: list[Path], model: torch.nn.Module) -> float:
 
 
 class PeakMemory:
-    """Samples the peak private RSS (RssAnon, every 0.25 s) of mirbatch's Ray worker processes."""
+    """Samples the peak private RSS (RssAnon, every 0.25 s) of mirbatch's Ray worker processes.
+
+    Model actors already alive when sampling starts belong to earlier runs in the same Ray session
+    (an actor process serves only its actor) and are left out, so the peaks are this run's own.
+    """
 
     def __init__(self) -> None:
         self.peaks: dict[str, int] = {}
+        self._earlier_actors: set[str] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    @staticmethod
+    def _workers() -> dict[str, str]:
+        """Process title of every live mirbatch decode task or model actor, by pid."""
+        found = {}
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            except OSError:
+                continue
+            if title.startswith("ray::") and re.search("decode_batch|ScoreActor", title):
+                found[pid] = title
+        return found
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            for pid in os.listdir("/proc"):
-                if not pid.isdigit():
+            for pid, title in self._workers().items():
+                if pid in self._earlier_actors:
                     continue
                 try:
-                    title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-                    if not title.startswith("ray::") or not re.search("decode_batch|ScoreActor", title):
-                        continue
                     status = Path(f"/proc/{pid}/status").read_text()
                 except OSError:
                     continue
@@ -129,6 +147,7 @@ class PeakMemory:
             time.sleep(0.25)
 
     def __enter__(self) -> PeakMemory:
+        self._earlier_actors = {pid for pid, title in self._workers().items() if "ScoreActor" in title}
         self._thread.start()
         return self
 
@@ -170,7 +189,7 @@ def main() -> None:
     from mirbatch.pipeline import TagConfig, run_tag
 
     t0 = time.perf_counter()
-    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level=logging.ERROR)
     startup = time.perf_counter() - t0
     print(f"\n[2] Ray start-up: {startup:.1f}s")
     out_root = Path(tempfile.mkdtemp(prefix="mirbatch-bench-out-"))
