@@ -57,7 +57,8 @@ matcher-weights: install system-deps
 			--programs $(MATCHER_HELD); \
 	done
 	$(MIRBATCH) train --model residual-siamese --data $(DATA)/matcher_fluidr3 --data $(DATA)/matcher_timgm6mb \
-		--data $(DATA)/matcher_freepats --augment-copies 1 --batch-size 64 --epochs 22 --patience 6 \
+		--data $(DATA)/matcher_freepats --augment-copies 1 --batch-size 64 --width 32 --lr-schedule cosine \
+		--epochs 16 --patience 16 \
 		--out mirbatch/weights/siamese-default.safetensors --storage build/runs
 	$(MIRBATCH) eval --model siamese-default --data $(DATA)/held_fluidr3
 

@@ -281,6 +281,21 @@ def show(out: str, limit: int) -> None:
     help="Learning rate (default: the seed papers': 1e-3 RMSprop for cnn, 6e-4 / 5e-4 Adam for the matchers).",
 )
 @click.option(
+    "--lr-schedule",
+    type=click.Choice(["constant", "cosine"]),
+    default="constant",
+    show_default=True,
+    help="constant: --lr throughout (the seed papers'); cosine: the learning rate falls from --lr to 0 "
+    "over --epochs along a half cosine (how the bundled matcher was trained).",
+)
+@click.option(
+    "--width",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Channels of the first convolution stage, doubled by later stages (default: 16 for the "
+    "matchers, 32 for cnn-freq; cnn is the seed paper's fixed network). Wider learns more, runs slower.",
+)
+@click.option(
     "--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.15, show_default=True
 )
 @click.option("--patience", type=click.IntRange(min=1), default=10, show_default=True, help="Early-stop patience.")
@@ -318,6 +333,8 @@ def train(
     epochs: int,
     batch_size: int,
     lr: float | None,
+    lr_schedule: str,
+    width: int | None,
     val_fraction: float,
     patience: int,
     seed: int,
@@ -350,6 +367,8 @@ def train(
             epochs=epochs,
             batch_size=batch_size,
             lr=lr,
+            lr_schedule=lr_schedule,
+            width=width,
             val_fraction=val_fraction,
             patience=patience,
             seed=seed,

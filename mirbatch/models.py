@@ -101,9 +101,9 @@ class FreqCNN(nn.Module):
     Input ``x`` [shape=(batch, 1, height, width)] -> logits [shape=(batch, n_labels)].
     """
 
-    def __init__(self, n_labels: int, width: int = 1, freq_rows: int = 8, hidden: int = 256, dropout: float = 0.5):
+    def __init__(self, n_labels: int, width: int = 32, freq_rows: int = 8, hidden: int = 256, dropout: float = 0.5):
         super().__init__()
-        c1, c2, c3 = 32 * width, 32 * width, 64 * width
+        c1, c2, c3 = width, width, 2 * width
         self.features = nn.Sequential(
             nn.Conv2d(1, c1, 3, stride=4),
             nn.BatchNorm2d(c1),

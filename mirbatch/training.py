@@ -52,6 +52,7 @@ from mirbatch.sources import S3Options, filesystem
 from mirbatch.taxonomy import is_reserved_program
 
 __all__ = [
+    "LR_SCHEDULES",
     "EpochMetrics",
     "MatcherWithAux",
     "PatchSet",
@@ -65,11 +66,24 @@ __all__ = [
     "latest_checkpoint",
     "predict_files",
     "same_and_different",
+    "scheduled_lr",
     "train",
     "train_loop",
 ]
 
 log = logging.getLogger(__name__)
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def scheduled_lr(base: float, schedule: str, step: int, total_steps: int) -> float:
+    """Learning rate at optimizer ``step`` (0-based) of ``total_steps`` under ``schedule``.
+
+    A function of the step alone, so a resumed run picks the schedule up where it stopped.
+    """
+    if schedule == "constant":
+        return base
+    return base * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(1, total_steps)))
 
 
 @dataclass(frozen=True)
@@ -106,6 +120,12 @@ class TrainConfig:
         One GPU per worker.
     aux_weight : float
         Matchers: weight of the auxiliary classification loss beside the pair loss (0: pairs only).
+    lr_schedule : str
+        ``cosine``: the learning rate falls from ``lr`` to 0 over ``epochs`` along a half cosine, step
+        by step; ``constant``: ``lr`` throughout (the seed papers').
+    width : int or None
+        Channels of the first convolution stage, doubled by later stages; None: the architecture's
+        own (16 for the matchers, 32 for ``cnn-freq``). ``cnn`` is the seed paper's fixed network.
     """
 
     data: tuple[str, ...]
@@ -123,6 +143,22 @@ class TrainConfig:
     workers: int = 1
     use_gpu: bool = False
     aux_weight: float = 1.0
+    lr_schedule: str = "constant"
+    width: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
+        if self.width is not None and (self.architecture == "cnn" or self.width < 1):
+            raise ValueError(
+                "width must be a positive channel count and is not for cnn (the seed paper's fixed network); "
+                "use cnn-freq, siamese or residual-siamese to size a model"
+            )
+
+    @property
+    def model_params(self) -> dict[str, Any]:
+        """Keyword arguments of the architecture (stored in the checkpoint to rebuild it)."""
+        return {} if self.width is None else {"width": self.width}
 
     @property
     def learning_rate(self) -> float:
@@ -671,7 +707,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     predicted = loop_config["predicted"]  # None, or the first labels that are predicted (others auxiliary)
     n_predicted = predicted or len(labels)
     matcher = is_matcher(loop_config["architecture"])
-    model = build_model(loop_config["architecture"], len(labels))
+    model = build_model(loop_config["architecture"], len(labels), **loop_config["model_params"])
     if matcher:
         model = MatcherWithAux(model, len(labels))  # type: ignore[arg-type]
     optimizer: torch.optim.Optimizer = (
@@ -722,6 +758,11 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         steps = math.ceil(len(clean) / world / per_worker_batch)
         rng = np.random.default_rng([loop_config["seed"], epoch, rank])
         for step in range(steps):  # every rank runs the same number of steps (DDP all-reduces each)
+            lr = scheduled_lr(
+                loop_config["lr"], loop_config["lr_schedule"], (epoch - 1) * steps + step, loop_config["epochs"] * steps
+            )
+            for group in optimizer.param_groups:
+                group["lr"] = lr
             if matcher:
                 idx = _pk_batch(groups, per_worker_batch, rng)
             else:
@@ -868,6 +909,8 @@ def train(
         "epochs": config.epochs,
         "batch_size": config.batch_size,
         "lr": config.learning_rate,
+        "lr_schedule": config.lr_schedule,
+        "model_params": config.model_params,
         "patience": config.patience,
         "seed": config.seed,
         "aux_weight": config.aux_weight,
@@ -902,7 +945,7 @@ def train(
         state = json.loads((Path(directory) / "state.json").read_text())
         best = load_file(str(Path(directory) / "best.safetensors"))
     predicted_labels = labels[: config.predicted] if config.predicted else labels
-    model = build_model(config.architecture, len(predicted_labels))
+    model = build_model(config.architecture, len(predicted_labels), **config.model_params)
     model.load_state_dict(best)
     best_metrics = state["history"][state["best_epoch"] - 1]
     summary: dict[str, Any] = {
@@ -940,12 +983,14 @@ def train(
         architecture=config.architecture,
         labels=trained_labels,
         features=config.features,
+        params=config.model_params,
         training={
             "data": [_describe_dataset(Path(d)) for d in config.data],
             "files": cache_summary["train_files"],
             "epochs": len(state["history"]),
             "batch_size": config.batch_size,
             "lr": config.learning_rate,
+            "lr_schedule": config.lr_schedule,
             "optimizer": "adam" if is_matcher(config.architecture) else "rmsprop",
             "seed": config.seed,
             "split": f"by {config.split}, {config.val_fraction:.0%} validation",

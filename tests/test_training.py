@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -18,9 +19,9 @@ from click.testing import CliRunner
 from mirbatch.augment import AugmentConfig
 from mirbatch.cli import main
 from mirbatch.datasets.render import RenderConfig, render_dataset
-from mirbatch.models import load_checkpoint
+from mirbatch.models import build_model, count_parameters, load_checkpoint
 from mirbatch.sources import S3Options
-from mirbatch.training import TrainConfig, train
+from mirbatch.training import TrainConfig, scheduled_lr, train
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -45,6 +46,8 @@ def test_tiny_run_writes_a_complete_checkpoint(small_data: Path, tmp_path: Path)
     checkpoint = load_checkpoint(str(path))
     assert checkpoint.meta.labels == tuple(sorted(LABELS))
     assert checkpoint.meta.training["epochs"] == 3
+    assert checkpoint.meta.training["lr_schedule"] == "constant"
+    assert checkpoint.meta.params == {}  # the architecture's own width
     assert "timgm6mb render" in checkpoint.meta.training["data"][0]
     assert checkpoint.baseline is not None  # the MFCC-SVM trained on the same files
     assert [h["epoch"] for h in result["history"]] == [1, 2, 3]
@@ -101,6 +104,20 @@ def test_a_run_on_s3_storage_checkpoints_there_and_resumes(small_data: Path, tmp
     assert load_checkpoint(str(out)).meta.training["epochs"] == 4
     with pytest.raises(ValueError, match="does not exist"):
         train(config, tmp_path / "x.safetensors", storage="s3://no-such-bucket/runs", s3=s3)
+
+
+def test_the_cosine_schedule_falls_to_zero_and_configs_are_checked() -> None:
+    total = 100
+    cosine = [scheduled_lr(1e-3, "cosine", step, total) for step in range(total + 1)]
+    assert cosine[0] == pytest.approx(1e-3)
+    assert cosine[total // 2] == pytest.approx(5e-4)
+    assert cosine[total] == pytest.approx(0.0, abs=1e-12)
+    assert all(a > b for a, b in itertools.pairwise(cosine))
+    assert {scheduled_lr(1e-3, "constant", step, total) for step in (0, 50, 100)} == {1e-3}
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(data=("x",), lr_schedule="linear")
+    with pytest.raises(ValueError, match="not for cnn"):
+        TrainConfig(data=("x",), architecture="cnn", width=64)
 
 
 @pytest.mark.slow
@@ -223,6 +240,7 @@ def test_a_matcher_trains_on_pairs_and_evaluates_on_unseen_labels(tmp_path: Path
     args = [
         "train", "--model", "residual-siamese", "--features", "mel", "--data", str(data), "--out", str(out),
         "--epochs", "4", "--val-fraction", "0.34", "--augment-copies", "0", "--storage", str(tmp_path / "runs"),
+        "--width", "8",
     ]  # fmt: skip
     result = runner.invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -232,6 +250,9 @@ def test_a_matcher_trains_on_pairs_and_evaluates_on_unseen_labels(tmp_path: Path
     assert set(checkpoint.meta.labels) | set(val_labels) == set(train_labels)
     assert 0.0 < checkpoint.meta.metrics["unknown_threshold"] < 1.0
     assert checkpoint.meta.training["optimizer"] == "adam" and checkpoint.meta.training["lr"] == 5e-4
+    # The narrower network is rebuilt from the checkpoint's own parameters.
+    assert checkpoint.meta.params == {"width": 8}
+    assert checkpoint.meta.metrics["parameters"] < count_parameters(build_model("residual-siamese", 0))
     eval_args = ["eval", "--model", str(out), "--data", str(held), "--n-way", "2", "--episodes", "50"]
     evaluated = runner.invoke(main, [*eval_args, "--report", str(tmp_path / "rep")])
     assert evaluated.exit_code == 0, evaluated.output
