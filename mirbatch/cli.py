@@ -216,7 +216,7 @@ def show(out: str, limit: int) -> None:
         "mirbatch train --model cnn --data IRMAS-TrainingData --out irmas.safetensors --address auto --use-gpu "
         "--storage s3://my-bucket/runs\n"
         "mirbatch train --model residual-siamese --data data/matcher_fluidr3 --data data/matcher_timgm6mb "
-        "--out models/matcher.safetensors"
+        "--width 32 --lr-schedule cosine --out models/matcher.safetensors"
     )
 )
 @click.option(
