@@ -27,6 +27,15 @@ def _example(text: str) -> str:
     return "\b\nExample:\n" + "\n".join(f"  {line}" for line in text.strip().splitlines())
 
 
+def _semitones(text: str) -> tuple[int, ...]:
+    """``"-12,0,12"`` -> ``(-12, 0, 12)``; a bad list is a usage error naming the option."""
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of whole semitones, e.g. -12,0,12",
+                                 param_hint="--support-shifts") from None  # fmt: skip
+
+
 def model_option(default_help: str) -> Callable[[F], F]:
     return click.option("--model", "model", default=None, metavar="NAME|PATH", help=default_help)
 
@@ -296,6 +305,14 @@ def show(out: str, limit: int) -> None:
     "matchers, 32 for cnn-freq; cnn is the seed paper's fixed network). Wider learns more, runs slower.",
 )
 @click.option(
+    "--support-shifts",
+    default=None,
+    metavar="SEMITONES",
+    help="Matchers: pitch shifts at which every support example is also enrolled, comma-separated, 0 "
+    "included (default: -12,-6,0,6,12 with scalograms; 0 with mel). Stored in the checkpoint; "
+    "validation and the unknown threshold use them.",
+)
+@click.option(
     "--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.15, show_default=True
 )
 @click.option("--patience", type=click.IntRange(min=1), default=10, show_default=True, help="Early-stop patience.")
@@ -335,6 +352,7 @@ def train(
     lr: float | None,
     lr_schedule: str,
     width: int | None,
+    support_shifts: str | None,
     val_fraction: float,
     patience: int,
     seed: int,
@@ -377,6 +395,7 @@ def train(
             workers=workers,
             use_gpu=use_gpu,
             aux_weight=aux_weight,
+            support_shifts=_semitones(support_shifts) if support_shifts is not None else None,
         )
         path, result = run_training(
             config,

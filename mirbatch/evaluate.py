@@ -21,7 +21,7 @@ import numpy as np
 from mirbatch.datasets.layouts import LabelledFile, load_dataset
 from mirbatch.matching import EpisodeResult, file_score_matrix, run_episodes
 from mirbatch.models import Matcher, load_checkpoint
-from mirbatch.training import build_patch_set, embed_clean_patches, predict_files
+from mirbatch.training import build_patch_set, embed_clean_patches, embed_queries_and_shots, predict_files
 
 __all__ = [
     "ClassifierReport",
@@ -200,6 +200,7 @@ class MatcherReport:
     model: str
     data: list[str]
     support_data: list[str]
+    support_shifts: list[int]
     labels: list[str]
     seen_in_training: list[str]
     results: list[tuple[EpisodeResult, EpisodeResult]]  # (model, baseline) per protocol
@@ -209,6 +210,7 @@ class MatcherReport:
             "model": self.model,
             "data": self.data,
             "support_data": self.support_data,
+            "support_shifts": self.support_shifts,
             "labels": self.labels,
             "seen_in_training": self.seen_in_training,
             "results": [
@@ -229,7 +231,7 @@ class MatcherReport:
         lines = [
             f"model {self.model}",
             f"queries: {', '.join(self.data)}",
-            f"support: {', '.join(self.support_data)}",
+            f"support: {', '.join(self.support_data)} (pitch shifts {','.join(map(str, self.support_shifts))})",
             f"{len(self.labels)} labels: {', '.join(self.labels)}",
         ]
         if self.seen_in_training:
@@ -294,8 +296,12 @@ def evaluate_matcher(
     labels = sorted(set(query_labels) & set(shot_labels))
     queries = build_patch_set(query_files, query_labels, features)
     shots = queries if same_pool else build_patch_set(shot_files, shot_labels, features)
-    q_emb, q_owner = embed_clean_patches(checkpoint.model, features, queries)
-    s_emb, s_owner = (q_emb, q_owner) if same_pool else embed_clean_patches(checkpoint.model, features, shots)
+    shifts = checkpoint.meta.support_shifts
+    if same_pool:
+        q_emb, q_owner, s_emb, s_owner = embed_queries_and_shots(checkpoint.model, features, queries, shifts)
+    else:
+        q_emb, q_owner = embed_clean_patches(checkpoint.model, features, queries)
+        s_emb, s_owner = embed_clean_patches(checkpoint.model, features, shots, shifts)
     matrix = file_score_matrix(
         checkpoint.model.head, q_emb, q_owner, len(queries.files), s_emb, s_owner, len(shots.files)
     )
@@ -313,6 +319,7 @@ def evaluate_matcher(
         model=checkpoint.model_id,
         data=[str(d) for d in data],
         support_data=[str(d) for d in (support_data or data)],
+        support_shifts=list(shifts),
         labels=labels,
         seen_in_training=sorted(set(labels) & set(checkpoint.meta.labels)),
         results=results,

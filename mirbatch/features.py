@@ -22,6 +22,7 @@ __all__ = [
     "cwt_magnitude",
     "make_featurizer",
     "resize_patches",
+    "shift_pitch",
     "wavelet_context",
     "wavelet_spectrum",
     "MelConfig",
@@ -169,6 +170,10 @@ class ScalogramConfig(_PatchFeatures):
                 return float(center)
         raise ValueError(f"no {self.wavelet} wavelet above {self.fmin} Hz fits under Nyquist")
 
+    def rows_per_octave(self) -> float:
+        """Rows per octave of the log-spaced scales (about 12.5 at the defaults: one per semitone)."""
+        return (self.n_freqs - 1) / float(np.log2(self.highest_frequency() / self.fmin))
+
 
 FeatureConfig = MelConfig | ScalogramConfig
 
@@ -267,6 +272,45 @@ class PatchBatch:
 def resize_patches(inputs: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
     """Bilinear resize of patches [shape=(p, 1, rows, columns)] to ``config.input_size``."""
     return F.interpolate(inputs, size=config.input_size, mode="bilinear", align_corners=False)
+
+
+def shift_pitch(inputs: torch.Tensor, semitones: int, config: FeatureConfig) -> torch.Tensor:
+    """Transpose unresized scalogram patches by moving their rows.
+
+    Scalogram rows are log-spaced, so a pitch shift is a shift along the rows (with the spectral
+    envelope moving along, as when a sampler replays one recording at other keys). Rows moved in
+    from outside the patch are silent (0, the floor).
+
+    Parameters
+    ----------
+    inputs : torch.Tensor [shape=(p, 1, rows, columns)]
+        Unresized patches in [0, 1], row 0 the lowest scale.
+    semitones : int
+        Positive shifts up.
+    config : FeatureConfig
+        The patches' features; mel rows are not log-spaced, so mel patches are refused (but for 0).
+
+    Returns
+    -------
+    torch.Tensor [shape=(p, 1, rows, columns)]
+    """
+    if semitones == 0:
+        return inputs
+    if not isinstance(config, ScalogramConfig):
+        raise ValueError(
+            f"pitch-shifting patches needs log-frequency rows (scalogram features), not {config.name}; "
+            "use pitch shifts 0 with mel models"
+        )
+    rows = round(semitones * config.rows_per_octave() / 12)
+    if rows == 0:
+        return inputs
+    shifted = torch.zeros_like(inputs)
+    if abs(rows) < inputs.shape[2]:
+        if rows > 0:
+            shifted[:, :, rows:] = inputs[:, :, :-rows]
+        else:
+            shifted[:, :, :rows] = inputs[:, :, -rows:]
+    return shifted
 
 
 def _patch_batch(

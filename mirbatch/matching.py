@@ -2,7 +2,9 @@
 
 A support *shot* is one enrolled file, stored as the embeddings of its sounding patches. A query
 patch's score for a shot is the Siamese score of its best-matching patch of that shot (max over the
-shot's patches: a shot holds several notes, the query needs to resemble one of them); a label's
+shot's patches: a shot holds several notes, the query needs to resemble one of them); a shot's
+patches are enrolled at the checkpoint's ``support_shifts`` too (transposed copies, so one example
+also stands for its instrument an octave away); a label's
 score is the mean over the label's shots; a file's score is the mean over its sounding patches.
 ``tag --mode match``, episodic evaluation and threshold calibration all use these functions, so
 their numbers describe the same computation.
@@ -17,12 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from mirbatch.features import FeatureConfig, resize_patches
+from mirbatch.features import FeatureConfig, resize_patches, shift_pitch
 from mirbatch.models import Matcher, WeightedL1Head
 
 __all__ = [
     "SupportSet",
     "embed_patches",
+    "embed_support_patches",
     "score_against_support",
     "file_score_matrix",
     "EpisodeResult",
@@ -110,6 +113,20 @@ def embed_patches(model: Matcher, features: FeatureConfig, inputs: torch.Tensor,
             out.append(model.embed(x).float().cpu())
     dim = model.head.weight.numel()
     return torch.cat(out) if out else torch.zeros(0, dim)
+
+
+def embed_support_patches(
+    model: Matcher, features: FeatureConfig, inputs: torch.Tensor, shifts: Sequence[int], batch_size: int = 256
+) -> tuple[torch.Tensor, np.ndarray]:
+    """Embed unresized support patches [shape=(n, 1, rows, columns)] at each pitch shift.
+
+    Returns (embeddings [shape=(len(shifts) * n, dim)], shift in semitones of each row
+    [shape=(len(shifts) * n,)]), shift-major: rows ``i * n .. (i + 1) * n`` are ``shifts[i]``.
+    """
+    parts = [embed_patches(model, features, shift_pitch(inputs, k, features), batch_size) for k in shifts]
+    dim = model.head.weight.numel()
+    embeddings = torch.cat(parts) if parts else torch.zeros(0, dim)
+    return embeddings, np.repeat(np.asarray(shifts, dtype=np.int16), len(inputs))
 
 
 def _best_per_shot(

@@ -285,12 +285,18 @@ class CheckpointError(Exception):
 
 @dataclass(frozen=True)
 class CheckpointMeta:
-    """What a checkpoint says about itself (stored as JSON in the safetensors header)."""
+    """What a checkpoint says about itself (stored as JSON in the safetensors header).
+
+    ``support_shifts`` (matchers): the pitch shifts in semitones at which every support example is
+    enrolled beside itself (see ``features.shift_pitch``); the unknown threshold in ``metrics`` was
+    calibrated with them.
+    """
 
     architecture: str
     labels: tuple[str, ...]
     features: FeatureConfig
     params: dict[str, Any] = field(default_factory=dict)
+    support_shifts: tuple[int, ...] = (0,)
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
@@ -298,6 +304,7 @@ class CheckpointMeta:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["labels"] = list(self.labels)
+        d["support_shifts"] = list(self.support_shifts)
         d["features"] = self.features.to_dict()
         return {"format": _FORMAT, **d}
 
@@ -312,6 +319,7 @@ class CheckpointMeta:
                 labels=labels,
                 features=feature_config_from_dict(dict(d["features"])),
                 params=dict(d.get("params", {})),
+                support_shifts=tuple(int(x) for x in d.get("support_shifts", (0,))),
                 training=dict(d.get("training", {})),
                 metrics=dict(d.get("metrics", {})),
                 created=str(d.get("created", "")),
@@ -322,6 +330,8 @@ class CheckpointMeta:
             raise CheckpointError(f"checkpoint architecture {meta.architecture!r} is unknown to this mirbatch")
         if not labels or len(set(labels)) != len(labels):
             raise CheckpointError("checkpoint labels must be a non-empty list of distinct names")
+        if 0 not in meta.support_shifts or len(set(meta.support_shifts)) != len(meta.support_shifts):
+            raise CheckpointError("checkpoint support_shifts must be distinct semitone shifts including 0")
         return meta
 
 

@@ -1,10 +1,10 @@
 """Support libraries: a few labelled examples per instrument, embedded once, matched against.
 
 A library is a folder holding ``support.parquet``: one row per sounding patch of every enrolled file
-(label, source URI, file id, model id and hash, patch start, embedding, added time) and nothing
-else, so it loads without unpickling and is readable by any Parquet tool. Embeddings belong to one
-matcher: a library remembers the checkpoint hash that made it and refuses every other model with
-the fix spelled out. Writes replace the file atomically.
+and pitch shift of the model's ``support_shifts`` (label, source URI, file id, model id and hash,
+patch start, pitch shift, embedding, added time) and nothing else, so it loads without unpickling
+and is readable by any Parquet tool. Embeddings belong to one matcher: a library remembers the
+checkpoint hash that made it and refuses every other model with the fix spelled out. Writes replace the file atomically.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 from mirbatch.aggregate import active_patches
 from mirbatch.audio import DecodeError, decode
 from mirbatch.features import make_featurizer
-from mirbatch.matching import SupportSet, embed_patches
+from mirbatch.matching import SupportSet, embed_support_patches
 from mirbatch.models import DEFAULT_MATCHER, Checkpoint, Matcher, load_checkpoint
 from mirbatch.sources import FileRecord, S3Options, list_sources, read_bytes
 
@@ -48,6 +48,7 @@ SUPPORT_SCHEMA = pa.schema(
         ("file_id", pa.string()),
         ("patch", pa.int32()),
         ("start_s", pa.float32()),
+        ("pitch_shift", pa.int16()),
         ("model", pa.string()),
         ("model_sha256", pa.string()),
         ("features", pa.string()),
@@ -85,6 +86,8 @@ class SupportLibrary:
             table = pq.read_table(file)
         except (OSError, pa.ArrowInvalid) as exc:
             raise SupportError(f"{file} is not a readable Parquet file: {exc}") from None
+        if "pitch_shift" not in table.column_names:  # libraries from before pitch-shifted enrolment
+            table = table.append_column("pitch_shift", pa.array(np.zeros(len(table), dtype=np.int16)))
         missing = [f.name for f in SUPPORT_SCHEMA if f.name not in table.column_names]
         if missing:
             raise SupportError(f"{file} is not a mirbatch support library (missing columns: {', '.join(missing)})")
@@ -147,9 +150,10 @@ class SupportLibrary:
         tmp.replace(self.path / SUPPORT_FILE)
 
     def summary(self) -> list[tuple[str, int, int]]:
-        """(label, files, patches) per label."""
-        labels = self.table["label"].to_pylist()
-        file_ids = self.table["file_id"].to_pylist()
+        """(label, files, patches) per label (patches as enrolled, not counting pitch-shifted copies)."""
+        unshifted = self.table.filter(pa.compute.equal(self.table["pitch_shift"], 0))
+        labels = unshifted["label"].to_pylist()
+        file_ids = unshifted["file_id"].to_pylist()
         files: dict[str, set[str]] = {}
         patches: dict[str, int] = {}
         for label, fid in zip(labels, file_ids, strict=True):
@@ -229,14 +233,18 @@ def embed_records(
         if not keep.any():
             failed.append((record.path, "no sounding patch"))
             continue
-        emb = embed_patches(model, features, patches.inputs[torch.from_numpy(keep)], batch_size).numpy()
-        for i, (start, vector) in enumerate(zip(patches.start_s[keep], emb, strict=True)):
+        inputs = patches.inputs[torch.from_numpy(keep)]
+        emb, shift = embed_support_patches(model, features, inputs, checkpoint.meta.support_shifts, batch_size)
+        starts = np.tile(patches.start_s[keep], len(checkpoint.meta.support_shifts))
+        indices = np.tile(np.arange(len(inputs)), len(checkpoint.meta.support_shifts))
+        for i, start, k, vector in zip(indices, starts, shift, emb.numpy(), strict=True):
             for name, value in (
                 ("label", label),
                 ("source", record.path),
                 ("file_id", record.file_id),
-                ("patch", i),
+                ("patch", int(i)),
                 ("start_s", float(start)),
+                ("pitch_shift", int(k)),
                 ("model", checkpoint.model_id),
                 ("model_sha256", checkpoint.sha256),
                 ("features", features.name),
@@ -282,7 +290,7 @@ def enroll(
     return EnrollResult(
         files_added=len(set(rows["file_id"].to_pylist())),
         files_already_enrolled=len(items) - len(todo),
-        patches_added=len(rows),
+        patches_added=int(pa.compute.sum(pa.compute.equal(rows["pitch_shift"], 0)).as_py() or 0),
         failed=failed,
         model=checkpoint.model_id,
     )

@@ -80,6 +80,14 @@ def test_metadata_is_validated(tmp_path: Path) -> None:
     save_file(SeedCNN(2).state_dict(), str(path), metadata={"mirbatch": json.dumps(meta)})
     with pytest.raises(CheckpointError, match="unknown to this mirbatch"):
         load_checkpoint(str(path))
+    meta["architecture"] = "cnn"
+    meta["support_shifts"] = [12, -12]
+    save_file(SeedCNN(2).state_dict(), str(path), metadata={"mirbatch": json.dumps(meta)})
+    with pytest.raises(CheckpointError, match="including 0"):
+        load_checkpoint(str(path))
+    del meta["support_shifts"]  # checkpoints from before support shifts enrol examples as they are
+    save_file(SeedCNN(2).state_dict(), str(path), metadata={"mirbatch": json.dumps(meta)})
+    assert load_checkpoint(str(path)).meta.support_shifts == (0,)
 
 
 def test_weights_must_fit_the_labels(tmp_path: Path) -> None:

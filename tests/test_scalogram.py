@@ -20,10 +20,12 @@ import pywt
 import torch
 
 from mirbatch.features import (
+    MelConfig,
     ScalogramConfig,
     ScalogramFeaturizer,
     bin_means,
     cwt_magnitude,
+    shift_pitch,
     wavelet_context,
     wavelet_spectrum,
 )
@@ -153,3 +155,37 @@ def test_output_shape_and_range() -> None:
     assert batch.inputs.shape[1:] == (1, 224, 224)
     assert list(batch.owner) == [0, 1, 1, 1]
     assert float(batch.inputs.min()) >= 0 and float(batch.inputs.max()) <= 1
+
+
+def _harmonic_tone(hz: float) -> np.ndarray:
+    t = np.arange(RATE) / RATE
+    return sum(np.sin(2 * np.pi * hz * h * t) / h for h in (1, 2, 3, 4)).astype(np.float32)
+
+
+@pytest.mark.parametrize("semitones", [12, 6, -12])
+def test_shifting_rows_transposes_a_tone(semitones: int) -> None:
+    """A 220 Hz tone with four harmonics, moved ``semitones`` along the rows, is the scalogram of the
+    same tone played that much higher or lower: its peak rows land within one row of where the
+    transposed tone puts them, and the profiles over frequency correlate above 0.9 (not exactly 1:
+    the shift rounds to whole rows, about one per semitone, and a wavelet's bandwidth is a fixed
+    share of its frequency only approximately at the rate's edges)."""
+    config = ScalogramConfig()
+    featurizer = ScalogramFeaturizer(config)
+    low = featurizer([_harmonic_tone(220.0)], resize=False).inputs
+    transposed = featurizer([_harmonic_tone(220.0 * 2 ** (semitones / 12))], resize=False).inputs
+    moved = shift_pitch(low, semitones, config)
+    profile, expected = moved[0, 0].mean(dim=1).numpy(), transposed[0, 0].mean(dim=1).numpy()
+    assert abs(int(profile.argmax()) - int(expected.argmax())) <= 1
+    assert np.corrcoef(profile, expected)[0, 1] > 0.9
+    # Rows moved in from outside the patch are silent, and no shift leaves the patch unchanged.
+    edge = slice(0, semitones) if semitones > 0 else slice(semitones, None)
+    assert float(moved[0, 0, edge].max()) == 0.0
+    assert torch.equal(shift_pitch(low, 0, config), low)
+    assert 12.0 < config.rows_per_octave() < 13.0
+
+
+def test_mel_patches_cannot_be_pitch_shifted() -> None:
+    x = torch.rand(2, 1, 128, 44)
+    assert torch.equal(shift_pitch(x, 0, MelConfig()), x)
+    with pytest.raises(ValueError, match="scalogram"):
+        shift_pitch(x, 12, MelConfig())

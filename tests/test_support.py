@@ -4,14 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 import pytest
+import torch
 from click.testing import CliRunner
 
+from mirbatch.aggregate import active_patches
+from mirbatch.audio import decode
 from mirbatch.cli import main
 from mirbatch.datasets.render import RenderConfig, render_dataset
-from mirbatch.models import CheckpointMeta, build_model, save_checkpoint
+from mirbatch.features import make_featurizer, shift_pitch
+from mirbatch.matching import embed_patches
+from mirbatch.models import CheckpointMeta, build_model, load_checkpoint, save_checkpoint
 from mirbatch.output import OUTPUT_SCHEMA
 from mirbatch.support import SUPPORT_FILE, SupportError, SupportLibrary, enroll
 from mirbatch.training import default_features
@@ -19,16 +26,17 @@ from mirbatch.training import default_features
 LABELS = ("gm009_glockenspiel", "gm072_piccolo", "gm105_banjo")
 
 
-def _matcher(path: Path, seed: int, threshold: float = 0.5) -> Path:
+def _matcher(
+    path: Path, seed: int, threshold: float = 0.5, features: str = "mel", shifts: tuple[int, ...] = (0,)
+) -> Path:
     """An untrained residual-siamese checkpoint (the plumbing does not depend on what it learned)."""
-    import torch
-
     torch.manual_seed(seed)
     model = build_model("residual-siamese", 1)
     meta = CheckpointMeta(
         architecture="residual-siamese",
         labels=("train_label",),
-        features=default_features("residual-siamese", "mel"),
+        features=default_features("residual-siamese", features),
+        support_shifts=shifts,
         metrics={"unknown_threshold": threshold},
     )
     save_checkpoint(path, model, meta)
@@ -71,6 +79,40 @@ def test_enroll_list_remove(shots: Path, models: tuple[Path, Path], tmp_path: Pa
     smaller, removed = library.remove("glock")
     smaller.save()
     assert removed == 1 and SupportLibrary.open(lib).labels == sorted(LABELS)
+
+
+def test_examples_are_enrolled_at_the_models_pitch_shifts(shots: Path, tmp_path: Path) -> None:
+    """A scalogram matcher with support shifts -12, 0, 12 stores every sounding patch three times: as
+    it is and an octave down and up (the transposed rows, embedded), counted once as enrolled."""
+    model = _matcher(tmp_path / "scal.safetensors", 0, features="scalogram", shifts=(-12, 0, 12))
+    one = next((shots / LABELS[0]).glob("*.wav"))
+    result = enroll(tmp_path / "lib", [str(one)], label="glock", model=str(model))
+    rows = pd.read_parquet(tmp_path / "lib" / SUPPORT_FILE)
+    assert len(rows) == 3 * result.patches_added and result.patches_added >= 2
+    assert rows.groupby("pitch_shift").size().to_dict() == {k: result.patches_added for k in (-12, 0, 12)}
+    library = SupportLibrary.open(tmp_path / "lib")
+    assert library.summary() == [("glock", 1, result.patches_added)]
+    assert library.support_set().n_shots == 1  # the copies belong to the one example
+    # The stored rows are the transposed patches' embeddings, not copies of the unshifted ones.
+    checkpoint = load_checkpoint(str(model))
+    up = rows[rows["pitch_shift"] == 12].sort_values("patch")
+    first = (rows["pitch_shift"] == 0).idxmax()
+    assert not np.allclose(up["embedding"].iloc[0], rows["embedding"][first])
+    features = checkpoint.meta.features
+    batch = make_featurizer(features)([decode(one.read_bytes(), features.sample_rate).samples], resize=False)
+    patches = batch.inputs[torch.from_numpy(active_patches(batch.level_db))][up["patch"].tolist()]
+    expected = embed_patches(checkpoint.model, features, shift_pitch(patches, 12, features)).numpy()
+    np.testing.assert_allclose(np.stack(up["embedding"].to_numpy()), expected, atol=1e-4)
+
+
+def test_libraries_without_pitch_shifts_still_open(shots: Path, models: tuple[Path, Path], tmp_path: Path) -> None:
+    lib = tmp_path / "lib"
+    result = enroll(lib, [str(shots)], model=str(models[0]))
+    table = pq.read_table(lib / SUPPORT_FILE)
+    pq.write_table(table.drop_columns(["pitch_shift"]), lib / SUPPORT_FILE)  # as written before the column
+    library = SupportLibrary.open(lib, must_exist=True)
+    assert set(library.table["pitch_shift"].to_pylist()) == {0}
+    assert sum(patches for _, _, patches in library.summary()) == result.patches_added
 
 
 def test_another_model_is_refused_with_the_fix(shots: Path, models: tuple[Path, Path], tmp_path: Path) -> None:
@@ -154,7 +196,6 @@ RESERVED = ("gm009_glockenspiel", "gm021_accordion", "gm053_voice_oohs", "gm072_
 def test_bundled_matcher_labels_instruments_it_never_heard(tmp_path: Path) -> None:
     """One FluidR3 clip per reserved GM program (no training ever used them) enrolled with the
     bundled matcher; other recordings of them are tagged in match mode."""
-    from mirbatch.models import load_checkpoint
     from mirbatch.taxonomy import is_reserved_program
 
     assert all(is_reserved_program(int(label[2:5])) for label in RESERVED)

@@ -21,7 +21,7 @@ from mirbatch.cli import main
 from mirbatch.datasets.render import RenderConfig, render_dataset
 from mirbatch.models import build_model, count_parameters, load_checkpoint
 from mirbatch.sources import S3Options
-from mirbatch.training import TrainConfig, scheduled_lr, train
+from mirbatch.training import DEFAULT_SUPPORT_SHIFTS, TrainConfig, default_features, scheduled_lr, train
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -118,6 +118,23 @@ def test_the_cosine_schedule_falls_to_zero_and_configs_are_checked() -> None:
         TrainConfig(data=("x",), lr_schedule="linear")
     with pytest.raises(ValueError, match="not for cnn"):
         TrainConfig(data=("x",), architecture="cnn", width=64)
+
+
+def test_support_shifts_default_by_features_and_are_checked() -> None:
+    scalogram, mel = default_features("residual-siamese"), default_features("residual-siamese", "mel")
+    assert TrainConfig(data=("x",), architecture="residual-siamese", features=scalogram).shot_shifts == (
+        DEFAULT_SUPPORT_SHIFTS
+    )
+    assert TrainConfig(data=("x",), architecture="siamese", features=mel).shot_shifts == (0,)
+    chosen = TrainConfig(data=("x",), architecture="siamese", features=scalogram, support_shifts=(-7, 0))
+    assert chosen.shot_shifts == (-7, 0)
+    for shifts, message in (((12,), "include 0"), ((0, 0), "distinct")):
+        with pytest.raises(ValueError, match=message):
+            TrainConfig(data=("x",), architecture="siamese", features=scalogram, support_shifts=shifts)
+    with pytest.raises(ValueError, match="needs scalogram features"):
+        TrainConfig(data=("x",), architecture="siamese", features=mel, support_shifts=(0, 12))
+    with pytest.raises(ValueError, match="not classifiers"):
+        TrainConfig(data=("x",), architecture="cnn", support_shifts=(0,))
 
 
 @pytest.mark.slow
@@ -238,9 +255,9 @@ def test_a_matcher_trains_on_pairs_and_evaluates_on_unseen_labels(tmp_path: Path
     out = tmp_path / "matcher.safetensors"
     runner = CliRunner()
     args = [
-        "train", "--model", "residual-siamese", "--features", "mel", "--data", str(data), "--out", str(out),
+        "train", "--model", "residual-siamese", "--data", str(data), "--out", str(out),
         "--epochs", "4", "--val-fraction", "0.34", "--augment-copies", "0", "--storage", str(tmp_path / "runs"),
-        "--width", "8",
+        "--width", "8", "--support-shifts=-12,0,12",
     ]  # fmt: skip
     result = runner.invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -249,6 +266,7 @@ def test_a_matcher_trains_on_pairs_and_evaluates_on_unseen_labels(tmp_path: Path
     assert len(val_labels) == 2 and not set(val_labels) & set(checkpoint.meta.labels)  # split by label
     assert set(checkpoint.meta.labels) | set(val_labels) == set(train_labels)
     assert 0.0 < checkpoint.meta.metrics["unknown_threshold"] < 1.0
+    assert checkpoint.meta.features.name == "scalogram" and checkpoint.meta.support_shifts == (-12, 0, 12)
     assert checkpoint.meta.training["optimizer"] == "adam" and checkpoint.meta.training["lr"] == 5e-4
     # The narrower network is rebuilt from the checkpoint's own parameters.
     assert checkpoint.meta.params == {"width": 8}
@@ -261,6 +279,9 @@ def test_a_matcher_trains_on_pairs_and_evaluates_on_unseen_labels(tmp_path: Path
     assert (row["n_way"], row["k_shot"], row["episodes"]) == (2, 1, 50)
     assert 0.0 <= row["accuracy"] <= 1.0 and 0.0 <= row["baseline_accuracy"] <= 1.0
     assert "MFCC-NN baseline" in evaluated.output and not report["seen_in_training"]
+    assert report["support_shifts"] == [-12, 0, 12]
+    bad = runner.invoke(main, [*args[:-1], "--support-shifts", "octave"])
+    assert bad.exit_code == 2 and "whole semitones" in bad.output
 
 
 def test_reserved_programs_are_never_trained_on(tmp_path: Path) -> None:
