@@ -171,7 +171,7 @@ class ScalogramConfig(_PatchFeatures):
         raise ValueError(f"no {self.wavelet} wavelet above {self.fmin} Hz fits under Nyquist")
 
     def rows_per_octave(self) -> float:
-        """Rows per octave of the log-spaced scales (about 12.5 at the defaults: one per semitone)."""
+        """Rows per octave of the log-spaced scales (12.4 at the defaults: about one per semitone)."""
         return (self.n_freqs - 1) / float(np.log2(self.highest_frequency() / self.fmin))
 
 

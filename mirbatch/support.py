@@ -4,7 +4,8 @@ A library is a folder holding ``support.parquet``: one row per sounding patch of
 and pitch shift of the model's ``support_shifts`` (label, source URI, file id, model id and hash,
 patch start, pitch shift, embedding, added time) and nothing else, so it loads without unpickling
 and is readable by any Parquet tool. Embeddings belong to one matcher: a library remembers the
-checkpoint hash that made it and refuses every other model with the fix spelled out. Writes replace the file atomically.
+checkpoint hash that made it and refuses every other model with the fix spelled out. Writes
+replace the file atomically.
 """
 
 from __future__ import annotations
@@ -290,7 +291,7 @@ def enroll(
     return EnrollResult(
         files_added=len(set(rows["file_id"].to_pylist())),
         files_already_enrolled=len(items) - len(todo),
-        patches_added=int(pa.compute.sum(pa.compute.equal(rows["pitch_shift"], 0)).as_py() or 0),
+        patches_added=len(rows) // len(checkpoint.meta.support_shifts),
         failed=failed,
         model=checkpoint.model_id,
     )

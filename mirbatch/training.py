@@ -176,10 +176,12 @@ class TrainConfig:
 
     @property
     def shot_shifts(self) -> tuple[int, ...]:
-        """The support shifts in force (``support_shifts`` or its default for the features)."""
+        """The support shifts in force: ``support_shifts``, else the default for a scalogram matcher,
+        else ``(0,)`` (mel matchers; classifiers have no support)."""
         if self.support_shifts is not None:
             return self.support_shifts
-        return DEFAULT_SUPPORT_SHIFTS if isinstance(self.features, ScalogramConfig) else (0,)
+        scalogram_matcher = is_matcher(self.architecture) and isinstance(self.features, ScalogramConfig)
+        return DEFAULT_SUPPORT_SHIFTS if scalogram_matcher else (0,)
 
     @property
     def model_params(self) -> dict[str, Any]:
@@ -640,8 +642,8 @@ def matcher_file_scores(
 def embed_clean_patches(
     model: Matcher, features: FeatureConfig, patches: PatchSet, shifts: Sequence[int] = (0,)
 ) -> tuple[torch.Tensor, np.ndarray]:
-    """Embeddings of the clean (not augmented) sounding patches at each pitch shift [shape=(len(shifts) * n,
-    dim)], shift-major as ``embed_support_patches``, and their files' indices."""
+    """Embeddings of the clean (not augmented) sounding patches at each pitch shift
+    [shape=(len(shifts) * n, dim)], shift-major as ``embed_support_patches``, and their files' indices."""
     model.eval()
     use = patches.active & (patches.variant == 0)
     emb, _ = embed_support_patches(model, features, patches.inputs[torch.from_numpy(use)], shifts)
@@ -654,8 +656,8 @@ def embed_queries_and_shots(
     """One pool of files as queries (as they are) and as shots (at pitch ``shifts``), embedded once:
     (query embeddings, their files, shot embeddings, their files)."""
     s_emb, s_owner = embed_clean_patches(model, features, patches, shifts)
-    n = len(s_owner) // len(shifts)
-    rows = slice(list(shifts).index(0) * n, (list(shifts).index(0) + 1) * n)
+    n, unshifted = len(s_owner) // len(shifts), list(shifts).index(0)
+    rows = slice(unshifted * n, (unshifted + 1) * n)
     return s_emb[rows], s_owner[rows], s_emb, s_owner
 
 
@@ -959,7 +961,7 @@ def train(
         "patience": config.patience,
         "seed": config.seed,
         "aux_weight": config.aux_weight,
-        "support_shifts": list(config.shot_shifts) if is_matcher(config.architecture) else [0],
+        "support_shifts": list(config.shot_shifts),
         "predicted": config.predicted,
         "threads": max(1, cpus // config.workers),
         # An earlier attempt's newest complete checkpoint (in the run folder every node can reach).
@@ -1031,7 +1033,7 @@ def train(
         labels=trained_labels,
         features=config.features,
         params=config.model_params,
-        support_shifts=config.shot_shifts if is_matcher(config.architecture) else (0,),
+        support_shifts=config.shot_shifts,
         training={
             "data": [describe_dataset(Path(d)) for d in config.data],
             "files": cache_summary["train_files"],

@@ -126,6 +126,7 @@ def test_support_shifts_default_by_features_and_are_checked() -> None:
         DEFAULT_SUPPORT_SHIFTS
     )
     assert TrainConfig(data=("x",), architecture="siamese", features=mel).shot_shifts == (0,)
+    assert TrainConfig(data=("x",), architecture="cnn", features=scalogram).shot_shifts == (0,)
     chosen = TrainConfig(data=("x",), architecture="siamese", features=scalogram, support_shifts=(-7, 0))
     assert chosen.shot_shifts == (-7, 0)
     for shifts, message in (((12,), "include 0"), ((0, 0), "distinct")):
