@@ -636,7 +636,8 @@ def support_list(library: str) -> None:
     except SupportError as exc:
         raise click.ClickException(str(exc)) from exc
     rows = lib.summary()
-    click.echo(f"{library}: {len(rows)} labels, model {lib.model}")
+    shifts = ",".join(str(k) for k in sorted(set(lib.table["pitch_shift"].to_pylist())))
+    click.echo(f"{library}: {len(rows)} labels, model {lib.model}, pitch shifts {shifts or '-'}")
     click.echo(f"{'label':<28}{'files':>6}{'patches':>9}")
     for name, files, patches in rows:
         click.echo(f"{name:<28}{files:>6}{patches:>9}")

@@ -150,6 +150,7 @@ def test_cli_support_commands(shots: Path, models: tuple[Path, Path], tmp_path: 
     assert "enrolled 6 files" in added.output
     listed = runner.invoke(main, ["support", "list", lib])
     assert listed.exit_code == 0 and all(label in listed.output for label in LABELS)
+    assert "pitch shifts 0\n" in listed.output
     missing = runner.invoke(main, ["support", "remove", lib, "--label", "nope"])
     assert missing.exit_code != 0 and "has no label 'nope'" in missing.output
     removed = runner.invoke(main, ["support", "remove", lib, "--label", LABELS[0]])
