@@ -595,16 +595,30 @@ def support() -> None:
     epilog=_example(
         "mirbatch support add my-instruments/ examples/theremin.wav --label theremin\n"
         "mirbatch support add my-instruments/ examples-by-label/   # a folder per label\n"
-        "mirbatch support add lib/ shots/ --model models/matcher.safetensors"
+        "mirbatch support add lib/ shots/ --model models/matcher.safetensors\n"
+        "mirbatch support add other-chain/ shots/ --support-shifts 0   # examples only as they are"
     ),
 )
 @click.argument("library", type=click.Path(file_okay=False))
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--label", default=None, help="Label of every SOURCE; without it each SOURCE holds a folder per label.")
 @model_option("Matcher checkpoint path or bundled name (default: siamese-default).")
+@click.option(
+    "--support-shifts",
+    default=None,
+    metavar="SEMITONES",
+    help="Pitch shifts at which each example is also enrolled, comma-separated, 0 included (default: the "
+    "library's, else the model's: -12,-6,0,6,12 for siamese-default). 0 alone suits many labels whose "
+    "examples come from another recording chain than the archive (README, one-shot results).",
+)
 @s3_endpoint_option
 def support_add(
-    library: str, sources: tuple[str, ...], label: str | None, model: str | None, s3_endpoint: str | None
+    library: str,
+    sources: tuple[str, ...],
+    label: str | None,
+    model: str | None,
+    support_shifts: str | None,
+    s3_endpoint: str | None,
 ) -> None:
     """Embed SOURCE... (files, folders, globs) and enroll them into LIBRARY under their labels."""
     from mirbatch.models import CheckpointError
@@ -612,7 +626,8 @@ def support_add(
     from mirbatch.support import SupportError, enroll
 
     try:
-        result = enroll(library, sources, label, model, s3_endpoint)
+        shifts = _semitones(support_shifts) if support_shifts is not None else None
+        result = enroll(library, sources, label, model, s3_endpoint, shifts)
     except (SupportError, SourceError, CheckpointError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from mirbatch.features import FeatureConfig, resize_patches, shift_pitch
-from mirbatch.models import Matcher, WeightedL1Head
+from mirbatch.models import CheckpointMeta, Matcher, WeightedL1Head
 
 __all__ = [
     "SupportSet",
@@ -31,6 +31,8 @@ __all__ = [
     "EpisodeResult",
     "run_episodes",
     "calibrate_threshold",
+    "calibrated_threshold",
+    "shifts_key",
 ]
 
 _CHUNK = 4096  # support embeddings scored at once: bounds memory at queries x chunk floats
@@ -288,3 +290,22 @@ def calibrate_threshold(same: np.ndarray, different: np.ndarray) -> float:
     tpr = 1.0 - np.searchsorted(np.sort(same), candidates, side="left") / len(same)
     tnr = np.searchsorted(np.sort(different), candidates, side="left") / len(different)
     return float(candidates[int(np.argmax(tpr + tnr))])
+
+
+def shifts_key(shifts: Sequence[int]) -> str:
+    """A set of support shifts as a checkpoint metrics key: ``(0, -12, 12)`` -> ``"-12,0,12"``."""
+    return ",".join(str(k) for k in sorted(shifts))
+
+
+def calibrated_threshold(meta: CheckpointMeta, shifts: Sequence[int]) -> float | None:
+    """The unknown threshold calibrated for supports enrolled at pitch ``shifts``, or None.
+
+    Checkpoints list one per calibrated shift set in ``metrics["unknown_thresholds"]``; older ones
+    hold a single ``unknown_threshold`` for their own ``support_shifts`` (0.5 when they hold none).
+    """
+    per_shifts = meta.metrics.get("unknown_thresholds", {})
+    if shifts_key(shifts) in per_shifts:
+        return float(per_shifts[shifts_key(shifts)])
+    if shifts_key(shifts) == shifts_key(meta.support_shifts):
+        return float(meta.metrics.get("unknown_threshold", 0.5))
+    return None

@@ -26,7 +26,7 @@ import pyarrow as pa
 from mirbatch.aggregate import aggregate_file
 from mirbatch.decoding import DECODED_SCHEMA, decode_batch
 from mirbatch.features import FeatureConfig, make_featurizer
-from mirbatch.matching import SupportSet, score_against_support
+from mirbatch.matching import SupportSet, calibrated_threshold, score_against_support, shifts_key
 from mirbatch.models import (
     DEFAULT_CLASSIFIER,
     DEFAULT_MATCHER,
@@ -388,7 +388,7 @@ def _resolve_model(config: TagConfig) -> tuple[bytes, Checkpoint]:
 
 def _resolve_support(config: TagConfig, checkpoint: Checkpoint) -> tuple[SupportSet | None, float | None]:
     """Match mode: the support set and the unknown threshold (``--unknown-threshold``, else the one
-    calibrated in the checkpoint)."""
+    the checkpoint calibrated for the library's pitch shifts)."""
     from mirbatch.support import SupportLibrary
 
     if config.mode != "match":
@@ -401,7 +401,13 @@ def _resolve_support(config: TagConfig, checkpoint: Checkpoint) -> tuple[Support
     library.check_model(checkpoint)
     threshold = config.unknown_threshold
     if threshold is None:
-        threshold = float(checkpoint.meta.metrics.get("unknown_threshold", 0.5))
+        threshold = calibrated_threshold(checkpoint.meta, library.shifts)
+    if threshold is None:
+        raise ValueError(
+            f"support library {config.support} is enrolled at pitch shifts {shifts_key(library.shifts)}, for which "
+            f"{checkpoint.model_id} has no calibrated unknown threshold; pass --unknown-threshold, or enroll the "
+            f"examples at --support-shifts {shifts_key(checkpoint.meta.support_shifts)}"
+        )
     return library.support_set(), threshold
 
 

@@ -24,7 +24,7 @@ import torch
 from mirbatch.aggregate import active_patches
 from mirbatch.audio import DecodeError, decode
 from mirbatch.features import make_featurizer
-from mirbatch.matching import SupportSet, embed_support_patches
+from mirbatch.matching import SupportSet, embed_support_patches, shifts_key
 from mirbatch.models import DEFAULT_MATCHER, Checkpoint, Matcher, load_checkpoint
 from mirbatch.sources import FileRecord, S3Options, list_sources, read_bytes
 
@@ -115,6 +115,11 @@ class SupportLibrary:
         return self.table["model"][0].as_py() if len(self.table) else None
 
     @property
+    def shifts(self) -> tuple[int, ...]:
+        """The pitch shifts its examples are enrolled at (``()`` when empty)."""
+        return tuple(sorted(set(self.table["pitch_shift"].to_pylist())))
+
+    @property
     def labels(self) -> list[str]:
         return sorted(set(self.table["label"].to_pylist()))
 
@@ -200,10 +205,11 @@ def labelled_sources(
 def embed_records(
     checkpoint: Checkpoint,
     items: Iterable[tuple[str, FileRecord]],
+    shifts: Sequence[int],
     batch_size: int = 64,
     s3: S3Options | None = None,
 ) -> tuple[pa.Table, list[tuple[str, str]]]:
-    """Decode, featurize and embed files in this process.
+    """Decode, featurize and embed files in this process, each patch at every pitch shift in ``shifts``.
 
     Returns (rows in SUPPORT_SCHEMA for every sounding patch, [(path, reason)] of files that could not
     be used).
@@ -235,9 +241,9 @@ def embed_records(
             failed.append((record.path, "no sounding patch"))
             continue
         inputs = patches.inputs[torch.from_numpy(keep)]
-        emb, shift = embed_support_patches(model, features, inputs, checkpoint.meta.support_shifts, batch_size)
-        starts = np.tile(patches.start_s[keep], len(checkpoint.meta.support_shifts))
-        indices = np.tile(np.arange(len(inputs)), len(checkpoint.meta.support_shifts))
+        emb, shift = embed_support_patches(model, features, inputs, shifts, batch_size)
+        starts = np.tile(patches.start_s[keep], len(shifts))
+        indices = np.tile(np.arange(len(inputs)), len(shifts))
         for i, start, k, vector in zip(indices, starts, shift, emb.numpy(), strict=True):
             for name, value in (
                 ("label", label),
@@ -273,25 +279,41 @@ def enroll(
     label: str | None = None,
     model: str | None = None,
     s3_endpoint: str | None = None,
+    shifts: Sequence[int] | None = None,
 ) -> EnrollResult:
     """Embed ``sources`` with ``model`` (default: the bundled matcher) and add them to ``library``.
 
+    ``shifts``: pitch shifts (semitones, 0 included) at which each example is also enrolled;
+    default: the library's own, else the model's ``support_shifts``. A library keeps one set.
     Files already enrolled under the same label are skipped, so repeating a command is harmless.
     """
     lib = SupportLibrary.open(library)
     checkpoint = load_checkpoint(model or DEFAULT_MATCHER)
     lib.check_model(checkpoint)
+    chosen = tuple(sorted(shifts)) if shifts is not None else lib.shifts or checkpoint.meta.support_shifts
+    if 0 not in chosen or len(set(chosen)) != len(chosen):
+        raise SupportError(f"support shifts {shifts_key(chosen)} must be distinct semitones and include 0")
+    if lib.shifts and shifts_key(chosen) != shifts_key(lib.shifts):
+        raise SupportError(
+            f"support library {lib.path} is enrolled at pitch shifts {shifts_key(lib.shifts)}; enroll at those "
+            f"(--support-shifts={shifts_key(lib.shifts)}) or into a new library"
+        )
+    if set(chosen) != {0} and checkpoint.meta.features.name != "scalogram":
+        raise SupportError(
+            f"model {checkpoint.model_id} uses {checkpoint.meta.features.name} features, whose rows are not "
+            "log-spaced: pitch-shifted enrolment needs a scalogram model; use --support-shifts 0"
+        )
     done = lib.enrolled()
     s3 = S3Options.resolve(s3_endpoint)
     items = list(labelled_sources(sources, label, s3))
     todo = [(lab, rec) for lab, rec in items if (lab, rec.file_id) not in done]
-    rows, failed = embed_records(checkpoint, todo, s3=s3)
+    rows, failed = embed_records(checkpoint, todo, chosen, s3=s3)
     if len(rows):
         lib.add(rows).save()
     return EnrollResult(
         files_added=len(set(rows["file_id"].to_pylist())),
         files_already_enrolled=len(items) - len(todo),
-        patches_added=len(rows) // len(checkpoint.meta.support_shifts),
+        patches_added=len(rows) // len(chosen),
         failed=failed,
         model=checkpoint.model_id,
     )

@@ -46,7 +46,13 @@ from mirbatch.features import (
     make_featurizer,
     resize_patches,
 )
-from mirbatch.matching import calibrate_threshold, embed_support_patches, file_score_matrix, run_episodes
+from mirbatch.matching import (
+    calibrate_threshold,
+    embed_support_patches,
+    file_score_matrix,
+    run_episodes,
+    shifts_key,
+)
 from mirbatch.models import CheckpointMeta, Matcher, build_model, count_parameters, is_matcher, save_checkpoint
 from mirbatch.sources import S3Options, filesystem
 from mirbatch.taxonomy import is_reserved_program
@@ -1010,9 +1016,16 @@ def train(
         # instruments among the validation labels (never trained on).
         with _local_cache(cache_dir, run_storage, ("val.npz",)) as local:
             val_set = PatchSet.load(local / "val.npz")
-        scores, file_labels = matcher_file_scores(model, config.features, val_set, config.shot_shifts)
-        threshold = calibrate_threshold(*same_and_different(scores, file_labels))
-        summary.update(unknown_threshold=round(threshold, 4), val_labels=sorted(set(file_labels.tolist())))
+        # Also for examples enrolled as they are, which a support library may choose.
+        thresholds = {}
+        for shifts in dict.fromkeys([config.shot_shifts, (0,)]):
+            scores, file_labels = matcher_file_scores(model, config.features, val_set, shifts)
+            thresholds[shifts_key(shifts)] = round(calibrate_threshold(*same_and_different(scores, file_labels)), 4)
+        summary.update(
+            unknown_threshold=thresholds[shifts_key(config.shot_shifts)],
+            unknown_thresholds=thresholds,
+            val_labels=sorted(set(file_labels.tolist())),
+        )
         summary["validation"] = (
             "val_file_accuracy: 5-way 1-shot episodes over the validation labels; val_patch_accuracy: "
             "balanced same/different accuracy of validation file pairs at score 0.5; shots enrolled at "

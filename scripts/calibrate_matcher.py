@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from mirbatch.datasets.layouts import load_dataset
-from mirbatch.matching import calibrate_threshold, run_episodes
+from mirbatch.matching import calibrate_threshold, run_episodes, shifts_key
 from mirbatch.models import Matcher, load_checkpoint, save_checkpoint
 from mirbatch.training import build_patch_set, describe_dataset, matcher_file_scores, same_and_different
 
@@ -38,23 +38,30 @@ def main() -> None:
     files = [f for root in args.data for f in load_dataset(root) if f.label in val_labels]
     if len({f.label for f in files}) < 5:
         parser.error(f"--data must hold renders of at least 5 of the validation labels {sorted(val_labels)}")
-    shifts = tuple(int(x) for x in args.support_shifts.split(","))
+    shifts = tuple(sorted(int(x) for x in args.support_shifts.split(",")))
     features = checkpoint.meta.features
     patches = build_patch_set(files, sorted({f.label for f in files}), features)
-    scores, labels = matcher_file_scores(checkpoint.model, features, patches, shifts)
-    threshold = calibrate_threshold(*same_and_different(scores, labels))
-    five_way = run_episodes(scores, labels, labels, 5, 1, episodes=300, seed=0).mean
+    thresholds, five_way = {}, {}
+    for chosen in dict.fromkeys([shifts, (0,)]):  # also for libraries enrolled without shifts
+        scores, labels = matcher_file_scores(checkpoint.model, features, patches, chosen)
+        thresholds[shifts_key(chosen)] = round(calibrate_threshold(*same_and_different(scores, labels)), 4)
+        five_way[shifts_key(chosen)] = round(run_episodes(scores, labels, labels, 5, 1, episodes=300, seed=0).mean, 4)
     calibration = {
         "data": [describe_dataset(d) for d in args.data],
         "files": len(patches.files),
-        "unknown_threshold_before": checkpoint.meta.metrics.get("unknown_threshold"),
-        "val_5way_1shot": round(five_way, 4),
+        "unknown_threshold_at_training": checkpoint.meta.metrics.get("unknown_threshold"),
+        "val_5way_1shot": five_way,
     }
-    metrics = {**checkpoint.meta.metrics, "unknown_threshold": round(threshold, 4), "shift_calibration": calibration}
+    metrics = {
+        **checkpoint.meta.metrics,
+        "unknown_threshold": thresholds[shifts_key(shifts)],
+        "unknown_thresholds": thresholds,
+        "shift_calibration": calibration,
+    }
     meta = replace(checkpoint.meta, support_shifts=shifts, metrics=metrics)
     sha = save_checkpoint(args.checkpoint, checkpoint.model, meta)
-    print(f"{args.checkpoint}: support shifts {list(shifts)}, unknown threshold {threshold:.4f}, "
-          f"5-way 1-shot on {len(patches.files)} validation files {five_way:.3f}, sha256 {sha[:12]}")  # fmt: skip
+    print(f"{args.checkpoint}: support shifts {list(shifts)}; on {len(patches.files)} validation files, unknown "
+          f"thresholds {thresholds}, 5-way 1-shot {five_way}; sha256 {sha[:12]}")  # fmt: skip
 
 
 if __name__ == "__main__":

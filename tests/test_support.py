@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +104,46 @@ def test_examples_are_enrolled_at_the_models_pitch_shifts(shots: Path, tmp_path:
     patches = batch.inputs[torch.from_numpy(active_patches(batch.level_db))][up["patch"].tolist()]
     expected = embed_patches(checkpoint.model, features, shift_pitch(patches, 12, features)).numpy()
     np.testing.assert_allclose(np.stack(up["embedding"].to_numpy()), expected, atol=1e-4)
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_a_library_chooses_its_shifts_and_tagging_uses_their_threshold(shots: Path, tmp_path: Path) -> None:
+    """A library may enroll at other shifts than the model's (one set per library); tagging then uses
+    the threshold the checkpoint calibrated for those shifts, and refuses shifts it never calibrated."""
+    model = tmp_path / "scal.safetensors"
+    _matcher(model, 0, threshold=0.0, features="scalogram", shifts=(-12, 0, 12))
+    checkpoint = load_checkpoint(str(model))
+    metrics = {"unknown_threshold": 0.0, "unknown_thresholds": {"-12,0,12": 0.0, "0": 1.0}}
+    save_checkpoint(model, checkpoint.model, replace(checkpoint.meta, metrics=metrics))
+    plain, odd = tmp_path / "plain", tmp_path / "odd"
+    one = next((shots / LABELS[0]).glob("*.wav"))
+    enroll(plain, [str(shots)], model=str(model), shifts=(0,))
+    assert SupportLibrary.open(plain).shifts == (0,)
+    with pytest.raises(SupportError, match="enrolled at pitch shifts 0"):
+        enroll(plain, [str(one)], label="glock", model=str(model), shifts=(-12, 0, 12))
+    assert enroll(plain, [str(one)], label="glock", model=str(model)).files_added == 1  # the library's shifts
+    with pytest.raises(SupportError, match="include 0"):
+        enroll(odd, [str(one)], label="glock", model=str(model), shifts=(7,))
+    runner = CliRunner()
+    added = runner.invoke(main, ["support", "add", str(odd), str(one), "--label", "glock", "--model", str(model),
+                                 "--support-shifts=-7,0"])  # fmt: skip
+    assert added.exit_code == 0 and SupportLibrary.open(odd).shifts == (-7, 0)
+    base = ["tag", str(shots), "--mode", "match", "--model", str(model)]
+    tagged = runner.invoke(main, [*base, "--support", str(plain), "--out", str(tmp_path / "out")])
+    assert tagged.exit_code == 0, tagged.output
+    assert set(pd.read_parquet(tmp_path / "out")["label"]) == {"unknown"}  # the threshold of shifts 0: 1.0
+    refused = runner.invoke(main, [*base, "--support", str(odd), "--out", str(tmp_path / "x")])
+    assert refused.exit_code != 0 and "no calibrated unknown threshold" in refused.output
+    chosen = runner.invoke(
+        main, [*base, "--support", str(odd), "--out", str(tmp_path / "y"), "--unknown-threshold", "0"]
+    )
+    assert chosen.exit_code == 0, chosen.output
+
+
+def test_mel_models_enroll_without_shifts(shots: Path, models: tuple[Path, Path], tmp_path: Path) -> None:
+    one = next((shots / LABELS[0]).glob("*.wav"))
+    with pytest.raises(SupportError, match="needs a scalogram model"):
+        enroll(tmp_path / "lib", [str(one)], label="glock", model=str(models[0]), shifts=(0, 12))
 
 
 def test_libraries_without_pitch_shifts_still_open(shots: Path, models: tuple[Path, Path], tmp_path: Path) -> None:

@@ -268,6 +268,8 @@ def test_a_matcher_trains_on_pairs_and_evaluates_on_unseen_labels(tmp_path: Path
     assert set(checkpoint.meta.labels) | set(val_labels) == set(train_labels)
     assert 0.0 < checkpoint.meta.metrics["unknown_threshold"] < 1.0
     assert checkpoint.meta.features.name == "scalogram" and checkpoint.meta.support_shifts == (-12, 0, 12)
+    # Thresholds for its own shifts and for libraries enrolled without them.
+    assert set(checkpoint.meta.metrics["unknown_thresholds"]) == {"-12,0,12", "0"}
     assert checkpoint.meta.training["optimizer"] == "adam" and checkpoint.meta.training["lr"] == 5e-4
     # The narrower network is rebuilt from the checkpoint's own parameters.
     assert checkpoint.meta.params == {"width": 8}
