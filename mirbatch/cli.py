@@ -644,6 +644,7 @@ def support_add(
 @click.argument("library", type=click.Path(file_okay=False))
 def support_list(library: str) -> None:
     """Print the labels of LIBRARY with their enrolled files and patches."""
+    from mirbatch.matching import shifts_key
     from mirbatch.support import SupportError, SupportLibrary
 
     try:
@@ -651,8 +652,7 @@ def support_list(library: str) -> None:
     except SupportError as exc:
         raise click.ClickException(str(exc)) from exc
     rows = lib.summary()
-    shifts = ",".join(str(k) for k in sorted(set(lib.table["pitch_shift"].to_pylist())))
-    click.echo(f"{library}: {len(rows)} labels, model {lib.model}, pitch shifts {shifts or '-'}")
+    click.echo(f"{library}: {len(rows)} labels, model {lib.model}, pitch shifts {shifts_key(lib.shifts) or '-'}")
     click.echo(f"{'label':<28}{'files':>6}{'patches':>9}")
     for name, files, patches in rows:
         click.echo(f"{name:<28}{files:>6}{patches:>9}")

@@ -293,7 +293,7 @@ def enroll(
     chosen = tuple(sorted(shifts)) if shifts is not None else lib.shifts or checkpoint.meta.support_shifts
     if 0 not in chosen or len(set(chosen)) != len(chosen):
         raise SupportError(f"support shifts {shifts_key(chosen)} must be distinct semitones and include 0")
-    if lib.shifts and shifts_key(chosen) != shifts_key(lib.shifts):
+    if lib.shifts and chosen != lib.shifts:
         raise SupportError(
             f"support library {lib.path} is enrolled at pitch shifts {shifts_key(lib.shifts)}; enroll at those "
             f"(--support-shifts={shifts_key(lib.shifts)}) or into a new library"

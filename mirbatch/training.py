@@ -68,6 +68,7 @@ __all__ = [
     "augment_patches",
     "build_cache",
     "build_patch_set",
+    "calibrate_matcher",
     "default_features",
     "describe_dataset",
     "embed_clean_patches",
@@ -667,6 +668,21 @@ def embed_queries_and_shots(
     return s_emb[rows], s_owner[rows], s_emb, s_owner
 
 
+def calibrate_matcher(
+    model: torch.nn.Module, features: FeatureConfig, val_set: PatchSet, shifts: Sequence[int]
+) -> dict[str, tuple[float, float]]:
+    """Per support shift set, ``shifts`` and also ``(0,)`` (examples as they are, which a support
+    library may choose): (unknown threshold, 5-way 1-shot accuracy) on ``val_set``, labels never
+    trained on. Keys are ``matching.shifts_key``."""
+    calibrated = {}
+    for chosen in dict.fromkeys([tuple(shifts), (0,)]):
+        scores, labels = matcher_file_scores(model, features, val_set, chosen)
+        threshold = round(calibrate_threshold(*same_and_different(scores, labels)), 4)
+        five_way = round(run_episodes(scores, labels, labels, 5, 1, episodes=300, seed=0).mean, 4)
+        calibrated[shifts_key(chosen)] = (threshold, five_way)
+    return calibrated
+
+
 def same_and_different(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Scores of same-label file pairs (a file with itself left out) and of different-label pairs."""
     same = labels[:, None] == labels[None, :]
@@ -1016,15 +1032,12 @@ def train(
         # instruments among the validation labels (never trained on).
         with _local_cache(cache_dir, run_storage, ("val.npz",)) as local:
             val_set = PatchSet.load(local / "val.npz")
-        # Also for examples enrolled as they are, which a support library may choose.
-        thresholds = {}
-        for shifts in dict.fromkeys([config.shot_shifts, (0,)]):
-            scores, file_labels = matcher_file_scores(model, config.features, val_set, shifts)
-            thresholds[shifts_key(shifts)] = round(calibrate_threshold(*same_and_different(scores, file_labels)), 4)
+        calibrated = calibrate_matcher(model, config.features, val_set, config.shot_shifts)
+        thresholds = {key: threshold for key, (threshold, _) in calibrated.items()}
         summary.update(
             unknown_threshold=thresholds[shifts_key(config.shot_shifts)],
             unknown_thresholds=thresholds,
-            val_labels=sorted(set(file_labels.tolist())),
+            val_labels=sorted({f.label for f in val_set.files}),
         )
         summary["validation"] = (
             "val_file_accuracy: 5-way 1-shot episodes over the validation labels; val_patch_accuracy: "

@@ -20,9 +20,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from mirbatch.datasets.layouts import load_dataset
-from mirbatch.matching import calibrate_threshold, run_episodes, shifts_key
+from mirbatch.matching import shifts_key
 from mirbatch.models import Matcher, load_checkpoint, save_checkpoint
-from mirbatch.training import build_patch_set, describe_dataset, matcher_file_scores, same_and_different
+from mirbatch.training import build_patch_set, calibrate_matcher, describe_dataset
 
 
 def main() -> None:
@@ -41,11 +41,9 @@ def main() -> None:
     shifts = tuple(sorted(int(x) for x in args.support_shifts.split(",")))
     features = checkpoint.meta.features
     patches = build_patch_set(files, sorted({f.label for f in files}), features)
-    thresholds, five_way = {}, {}
-    for chosen in dict.fromkeys([shifts, (0,)]):  # also for libraries enrolled without shifts
-        scores, labels = matcher_file_scores(checkpoint.model, features, patches, chosen)
-        thresholds[shifts_key(chosen)] = round(calibrate_threshold(*same_and_different(scores, labels)), 4)
-        five_way[shifts_key(chosen)] = round(run_episodes(scores, labels, labels, 5, 1, episodes=300, seed=0).mean, 4)
+    calibrated = calibrate_matcher(checkpoint.model, features, patches, shifts)
+    thresholds = {key: threshold for key, (threshold, _) in calibrated.items()}
+    five_way = {key: accuracy for key, (_, accuracy) in calibrated.items()}
     calibration = {
         "data": [describe_dataset(d) for d in args.data],
         "files": len(patches.files),
