@@ -672,13 +672,13 @@ def calibrate_matcher(
     model: torch.nn.Module, features: FeatureConfig, val_set: PatchSet, shifts: Sequence[int]
 ) -> dict[str, tuple[float, float]]:
     """Per support shift set, ``shifts`` and also ``(0,)`` (examples as they are, which a support
-    library may choose): (unknown threshold, 5-way 1-shot accuracy) on ``val_set``, labels never
-    trained on. Keys are ``matching.shifts_key``."""
+    library may choose): (unknown threshold, 5-way 1-shot accuracy as in validation) on ``val_set``,
+    labels never trained on. Keys are ``matching.shifts_key``."""
     calibrated = {}
     for chosen in dict.fromkeys([tuple(shifts), (0,)]):
         scores, labels = matcher_file_scores(model, features, val_set, chosen)
         threshold = round(calibrate_threshold(*same_and_different(scores, labels)), 4)
-        five_way = round(run_episodes(scores, labels, labels, 5, 1, episodes=300, seed=0).mean, 4)
+        five_way = round(_validation_episodes(scores, labels), 4)
         calibrated[shifts_key(chosen)] = (threshold, five_way)
     return calibrated
 
@@ -731,9 +731,12 @@ def _validate_matcher(
     same, different = same_and_different(scores, labels)
     tpr = float((same >= 0.5).mean())
     tnr = float((different < 0.5).mean())
-    n_way = min(5, len(set(labels)))
-    episodes = run_episodes(scores, labels, labels, n_way, 1, episodes=300, seed=0)
-    return (tpr + tnr) / 2, episodes.mean
+    return (tpr + tnr) / 2, _validation_episodes(scores, labels)
+
+
+def _validation_episodes(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Mean accuracy of 300 5-way 1-shot episodes (fewer ways when fewer labels) over a file score matrix."""
+    return run_episodes(scores, labels, labels, min(5, len(set(labels))), 1, episodes=300, seed=0).mean
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
