@@ -3,9 +3,10 @@
 A support *shot* is one enrolled file, stored as the embeddings of its sounding patches. A query
 patch's score for a shot is the Siamese score of its best-matching patch of that shot (max over the
 shot's patches: a shot holds several notes, the query needs to resemble one of them); a shot's
-patches are enrolled at the checkpoint's ``support_shifts`` too (transposed copies, so one example
-also stands for its instrument an octave away); a label's score is the mean over the label's
-shots; a file's score is the mean over its sounding patches.
+patches are enrolled at its library's pitch shifts too (by default the checkpoint's
+``support_shifts``: transposed copies, so one example also stands for its instrument an octave
+away); a label's score is the mean over the label's shots; a file's score is the mean over its
+sounding patches.
 ``tag --mode match``, episodic evaluation and threshold calibration all use these functions, so
 their numbers describe the same computation.
 """

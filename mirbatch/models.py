@@ -287,9 +287,10 @@ class CheckpointError(Exception):
 class CheckpointMeta:
     """What a checkpoint says about itself (stored as JSON in the safetensors header).
 
-    ``support_shifts`` (matchers): the pitch shifts in semitones at which every support example is
-    enrolled beside itself (see ``features.shift_pitch``); the unknown threshold in ``metrics`` was
-    calibrated with them.
+    ``support_shifts`` (matchers): the pitch shifts in semitones at which support examples are
+    enrolled beside themselves unless a library chooses others (see ``features.shift_pitch``);
+    ``metrics["unknown_threshold"]`` was calibrated with them, ``metrics["unknown_thresholds"]``
+    holds one threshold per calibrated shift set.
     """
 
     architecture: str

@@ -1,7 +1,7 @@
 """Support libraries: a few labelled examples per instrument, embedded once, matched against.
 
 A library is a folder holding ``support.parquet``: one row per sounding patch of every enrolled file
-and pitch shift of the model's ``support_shifts`` (label, source URI, file id, model id and hash,
+and pitch shift of the library's (label, source URI, file id, model id and hash,
 patch start, pitch shift, embedding, added time) and nothing else, so it loads without unpickling
 and is readable by any Parquet tool. Embeddings belong to one matcher: a library remembers the
 checkpoint hash that made it and refuses every other model with the fix spelled out. Writes

@@ -86,7 +86,7 @@ log = logging.getLogger(__name__)
 
 LR_SCHEDULES = ("constant", "cosine")
 # Each support example also enrolled an octave and a half-octave up and down: on held-out renders,
-# +0.006-0.035 accuracy over the unshifted example (README, one-shot results).
+# +0.006-0.037 accuracy over the unshifted example in few-way episodes (README, one-shot results).
 DEFAULT_SUPPORT_SHIFTS: tuple[int, ...] = (-12, -6, 0, 6, 12)
 
 
@@ -142,7 +142,7 @@ class TrainConfig:
         own (16 for the matchers, 32 for ``cnn-freq``). ``cnn`` is the seed paper's fixed network.
     support_shifts : tuple of int or None
         Matchers: pitch shifts (semitones, 0 included) at which support examples are enrolled, here
-        for validation and the unknown threshold, and by every use of the checkpoint; None:
+        for validation and the unknown threshold, and by default wherever the checkpoint enrolls; None:
         ``DEFAULT_SUPPORT_SHIFTS`` for scalograms, ``(0,)`` for mel (whose rows are not log-spaced).
     """
 
