@@ -644,7 +644,7 @@ def support_add(
 @click.argument("library", type=click.Path(file_okay=False))
 def support_list(library: str) -> None:
     """Print the labels of LIBRARY with their enrolled files and patches."""
-    from mirbatch.matching import shifts_key
+    from mirbatch.features import shifts_key
     from mirbatch.support import SupportError, SupportLibrary
 
     try:

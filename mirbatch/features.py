@@ -7,6 +7,7 @@ librosa's ``feature.melspectrogram`` + ``power_to_db`` (checked in ``tests/test_
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -19,10 +20,12 @@ __all__ = [
     "ScalogramConfig",
     "ScalogramFeaturizer",
     "bin_means",
+    "check_pitch_shifts",
     "cwt_magnitude",
     "make_featurizer",
     "resize_patches",
     "shift_pitch",
+    "shifts_key",
     "wavelet_context",
     "wavelet_spectrum",
     "MelConfig",
@@ -274,6 +277,27 @@ def resize_patches(inputs: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
     return F.interpolate(inputs, size=config.input_size, mode="bilinear", align_corners=False)
 
 
+def shifts_key(shifts: Sequence[int]) -> str:
+    """A set of support shifts as text (and checkpoint metrics key): ``(0, -12, 12)`` -> ``"-12,0,12"``."""
+    return ",".join(str(k) for k in sorted(shifts))
+
+
+def check_pitch_shifts(shifts: Sequence[int], config: FeatureConfig) -> None:
+    """Refuse a set of support pitch shifts (semitones) that ``shift_pitch`` cannot apply.
+
+    A set must be distinct shifts including 0 (every example is enrolled as it is), and any shift
+    but 0 needs log-spaced rows (scalogram features; mel rows are not). Raises ``ValueError``.
+    """
+    listed = shifts_key(shifts)
+    if 0 not in shifts or len(set(shifts)) != len(shifts):
+        raise ValueError(f"support shifts {listed} must be distinct semitones and include 0")
+    if set(shifts) != {0} and not isinstance(config, ScalogramConfig):
+        raise ValueError(
+            f"pitch shifts {listed} need log-frequency rows (scalogram features), not {config.name}; "
+            "use support shifts 0 with mel models"
+        )
+
+
 def shift_pitch(inputs: torch.Tensor, semitones: int, config: FeatureConfig) -> torch.Tensor:
     """Transpose unresized scalogram patches by moving their rows.
 
@@ -296,11 +320,8 @@ def shift_pitch(inputs: torch.Tensor, semitones: int, config: FeatureConfig) -> 
     """
     if semitones == 0:
         return inputs
-    if not isinstance(config, ScalogramConfig):
-        raise ValueError(
-            f"pitch-shifting patches needs log-frequency rows (scalogram features), not {config.name}; "
-            "use pitch shifts 0 with mel models"
-        )
+    check_pitch_shifts((0, semitones), config)
+    assert isinstance(config, ScalogramConfig)  # for the type checker: mel was refused above
     rows = round(semitones * config.rows_per_octave() / 12)
     if rows == 0:
         return inputs

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mirbatch.features import FeatureConfig, resize_patches, shift_pitch
+from mirbatch.features import FeatureConfig, resize_patches, shift_pitch, shifts_key
 from mirbatch.models import CheckpointMeta, Matcher, WeightedL1Head
 
 __all__ = [
@@ -33,7 +33,6 @@ __all__ = [
     "run_episodes",
     "calibrate_threshold",
     "calibrated_threshold",
-    "shifts_key",
 ]
 
 _CHUNK = 4096  # support embeddings scored at once: bounds memory at queries x chunk floats
@@ -291,11 +290,6 @@ def calibrate_threshold(same: np.ndarray, different: np.ndarray) -> float:
     tpr = 1.0 - np.searchsorted(np.sort(same), candidates, side="left") / len(same)
     tnr = np.searchsorted(np.sort(different), candidates, side="left") / len(different)
     return float(candidates[int(np.argmax(tpr + tnr))])
-
-
-def shifts_key(shifts: Sequence[int]) -> str:
-    """A set of support shifts as a checkpoint metrics key: ``(0, -12, 12)`` -> ``"-12,0,12"``."""
-    return ",".join(str(k) for k in sorted(shifts))
 
 
 def calibrated_threshold(meta: CheckpointMeta, shifts: Sequence[int]) -> float | None:

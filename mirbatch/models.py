@@ -24,7 +24,7 @@ from safetensors.torch import load, save_file
 from torch import nn
 
 from mirbatch.baseline import MfccSvm
-from mirbatch.features import FeatureConfig, feature_config_from_dict
+from mirbatch.features import FeatureConfig, check_pitch_shifts, feature_config_from_dict
 
 __all__ = [
     "SeedCNN",
@@ -331,8 +331,10 @@ class CheckpointMeta:
             raise CheckpointError(f"checkpoint architecture {meta.architecture!r} is unknown to this mirbatch")
         if not labels or len(set(labels)) != len(labels):
             raise CheckpointError("checkpoint labels must be a non-empty list of distinct names")
-        if 0 not in meta.support_shifts or len(set(meta.support_shifts)) != len(meta.support_shifts):
-            raise CheckpointError("checkpoint support_shifts must be distinct semitone shifts including 0")
+        try:
+            check_pitch_shifts(meta.support_shifts, meta.features)
+        except ValueError as exc:
+            raise CheckpointError(f"invalid checkpoint support_shifts: {exc}") from None
         return meta
 
 

@@ -25,8 +25,8 @@ import pyarrow as pa
 
 from mirbatch.aggregate import aggregate_file
 from mirbatch.decoding import DECODED_SCHEMA, decode_batch
-from mirbatch.features import FeatureConfig, make_featurizer
-from mirbatch.matching import SupportSet, calibrated_threshold, score_against_support, shifts_key
+from mirbatch.features import FeatureConfig, make_featurizer, shifts_key
+from mirbatch.matching import SupportSet, calibrated_threshold, score_against_support
 from mirbatch.models import (
     DEFAULT_CLASSIFIER,
     DEFAULT_MATCHER,

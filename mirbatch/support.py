@@ -23,8 +23,8 @@ import torch
 
 from mirbatch.aggregate import active_patches
 from mirbatch.audio import DecodeError, decode
-from mirbatch.features import make_featurizer
-from mirbatch.matching import SupportSet, embed_support_patches, shifts_key
+from mirbatch.features import check_pitch_shifts, make_featurizer, shifts_key
+from mirbatch.matching import SupportSet, embed_support_patches
 from mirbatch.models import DEFAULT_MATCHER, Checkpoint, Matcher, load_checkpoint
 from mirbatch.sources import FileRecord, S3Options, list_sources, read_bytes
 
@@ -291,17 +291,14 @@ def enroll(
     checkpoint = load_checkpoint(model or DEFAULT_MATCHER)
     lib.check_model(checkpoint)
     chosen = tuple(sorted(shifts)) if shifts is not None else lib.shifts or checkpoint.meta.support_shifts
-    if 0 not in chosen or len(set(chosen)) != len(chosen):
-        raise SupportError(f"support shifts {shifts_key(chosen)} must be distinct semitones and include 0")
+    try:
+        check_pitch_shifts(chosen, checkpoint.meta.features)
+    except ValueError as exc:
+        raise SupportError(f"model {checkpoint.model_id}: {exc} (--support-shifts)") from None
     if lib.shifts and chosen != lib.shifts:
         raise SupportError(
             f"support library {lib.path} is enrolled at pitch shifts {shifts_key(lib.shifts)}; enroll at those "
             f"(--support-shifts={shifts_key(lib.shifts)}) or into a new library"
-        )
-    if set(chosen) != {0} and checkpoint.meta.features.name != "scalogram":
-        raise SupportError(
-            f"model {checkpoint.model_id} uses {checkpoint.meta.features.name} features, whose rows are not "
-            "log-spaced: pitch-shifted enrolment needs a scalogram model; use --support-shifts 0"
         )
     done = lib.enrolled()
     s3 = S3Options.resolve(s3_endpoint)

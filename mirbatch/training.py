@@ -42,16 +42,17 @@ from mirbatch.features import (
     FeatureConfig,
     MelConfig,
     ScalogramConfig,
+    check_pitch_shifts,
     feature_config_from_dict,
     make_featurizer,
     resize_patches,
+    shifts_key,
 )
 from mirbatch.matching import (
     calibrate_threshold,
     embed_support_patches,
     file_score_matrix,
     run_episodes,
-    shifts_key,
 )
 from mirbatch.models import CheckpointMeta, Matcher, build_model, count_parameters, is_matcher, save_checkpoint
 from mirbatch.sources import S3Options, filesystem
@@ -176,10 +177,7 @@ class TrainConfig:
         if self.support_shifts is not None:
             if not is_matcher(self.architecture):
                 raise ValueError("support shifts are for matchers (siamese, residual-siamese), not classifiers")
-            if 0 not in self.support_shifts or len(set(self.support_shifts)) != len(self.support_shifts):
-                raise ValueError(f"support shifts {list(self.support_shifts)} must be distinct and include 0")
-            if set(self.support_shifts) != {0} and not isinstance(self.features, ScalogramConfig):
-                raise ValueError("pitch-shifted support needs scalogram features; use support shifts 0 with mel")
+            check_pitch_shifts(self.support_shifts, self.features)
 
     @property
     def shot_shifts(self) -> tuple[int, ...]:

@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from mirbatch.datasets.layouts import load_dataset
-from mirbatch.matching import shifts_key
+from mirbatch.features import shifts_key
 from mirbatch.models import Matcher, load_checkpoint, save_checkpoint
 from mirbatch.training import build_patch_set, calibrate_matcher, describe_dataset
 

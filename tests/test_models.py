@@ -83,7 +83,11 @@ def test_metadata_is_validated(tmp_path: Path) -> None:
     meta["architecture"] = "cnn"
     meta["support_shifts"] = [12, -12]
     save_file(SeedCNN(2).state_dict(), str(path), metadata={"mirbatch": json.dumps(meta)})
-    with pytest.raises(CheckpointError, match="including 0"):
+    with pytest.raises(CheckpointError, match="include 0"):
+        load_checkpoint(str(path))
+    meta["support_shifts"] = [0, 12]  # mel rows are not log-spaced: no shift moves a mel patch's pitch
+    save_file(SeedCNN(2).state_dict(), str(path), metadata={"mirbatch": json.dumps(meta)})
+    with pytest.raises(CheckpointError, match="scalogram features"):
         load_checkpoint(str(path))
     del meta["support_shifts"]  # checkpoints from before support shifts enrol examples as they are
     save_file(SeedCNN(2).state_dict(), str(path), metadata={"mirbatch": json.dumps(meta)})
