@@ -585,6 +585,43 @@ def render(
         click.echo(f"the library has no program for: {', '.join(missing)}", err=True)
 
 
+@data.command(
+    epilog=_example(
+        "mirbatch data render --soundfont fluidr3 --out data/fluidr3 --per-class 200 --seed 1 --vary\n"
+        "mirbatch data render --soundfont freepats --out data/freepats --per-class 200 --seed 1\n"
+        "mirbatch data morph data/fluidr3 data/freepats --out data/morph"
+    )
+)
+@click.argument("first", type=click.Path(exists=True, file_okay=False))
+@click.argument("second", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (a folder per label).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds each clip's mix weight.")
+@click.option(
+    "--mix",
+    "mix_range",
+    type=(click.FloatRange(0, 1), click.FloatRange(0, 1)),
+    default=(0.25, 0.75),
+    show_default=True,
+    metavar="LOW HIGH",
+    help="Each clip's weight of FIRST is drawn from [LOW, HIGH].",
+)
+@click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True, help="Clips morphed at once.")
+def morph(first: str, second: str, out: str, seed: int, mix_range: tuple[float, float], jobs: int) -> None:
+    """Morph two renders of the same clips (same --seed) into a library between them.
+
+    Each clip's magnitude spectrogram is |A|^w |B|^(1-w), w drawn per clip: an instrument as
+    neither library recorded it, labelled as both are. Clips pair by label and index, where both
+    play the same notes.
+    """
+    from mirbatch.datasets.morph import MorphConfig, MorphError, morph_datasets
+
+    try:
+        written = morph_datasets(Path(first), Path(second), Path(out), MorphConfig(seed, *mix_range), jobs=jobs)
+    except MorphError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"morphed {written} clips into {out}")
+
+
 @main.group()
 def support() -> None:
     """Support libraries: a few labelled examples per instrument for --mode match."""

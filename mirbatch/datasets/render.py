@@ -38,6 +38,7 @@ __all__ = [
     "ClipPlan",
     "Variation",
     "RenderConfig",
+    "clip_rng",
     "plan_clips",
     "render_dataset",
     "RenderError",
@@ -249,6 +250,12 @@ def _plan_phrase(inst: Instrument, rng: np.random.Generator) -> tuple[Note, ...]
     return tuple(notes)
 
 
+def clip_rng(seed: int, label: str, index: int) -> np.random.Generator:
+    """The random generator of clip ``index`` of ``label``: a clip depends on nothing else."""
+    label_key = sum(ord(c) * 31**k for k, c in enumerate(label)) % (2**31)
+    return np.random.default_rng([seed, label_key, index])
+
+
 def plan_clips(config: RenderConfig, available: frozenset[int] | None = None) -> list[ClipPlan]:
     """Plan every clip of a render; depends only on the config (and the library's programs).
 
@@ -261,9 +268,8 @@ def plan_clips(config: RenderConfig, available: frozenset[int] | None = None) ->
         programs = [p for p in inst.programs if available is None or p in available]
         if not programs:
             continue
-        label_key = sum(ord(c) * 31**k for k, c in enumerate(label)) % (2**31)
         for index in range(config.per_class):
-            rng = np.random.default_rng([config.seed, label_key, index])
+            rng = clip_rng(config.seed, label, index)
             program = int(programs[int(rng.integers(0, len(programs)))])
             is_phrase = rng.random() < config.phrase_fraction
             notes = _plan_phrase(inst, rng) if is_phrase else _plan_note(inst, rng)
