@@ -13,7 +13,6 @@ learns those two; morphs fill in the space between.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -107,16 +106,15 @@ def _library(root: Path) -> str:
     return str(json.loads(render.read_text())["library"]) if render.is_file() else root.name
 
 
-def _pairs(a_root: Path, b_root: Path) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+def _pairs(a_root: Path, b_root: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     a_clips, b_clips = _clips(a_root), _clips(b_root)
     shared = sorted(set(a_clips) & set(b_clips))
-    same_notes = [k for k in shared if a_clips[k]["notes"] == b_clips[k]["notes"]]
-    if not same_notes:
+    pairs = [(a_clips[k], b_clips[k]) for k in shared if a_clips[k]["notes"] == b_clips[k]["notes"]]
+    if not pairs:
         raise MorphError(
             f"{a_root} and {b_root} share no clip with the same notes: render both with the same --seed and labels"
         )
-    for key in same_notes:
-        yield a_clips[key], b_clips[key]
+    return pairs
 
 
 def morph_datasets(a_root: Path, b_root: Path, out: Path, config: MorphConfig, jobs: int = 2) -> int:
@@ -125,7 +123,7 @@ def morph_datasets(a_root: Path, b_root: Path, out: Path, config: MorphConfig, j
     Clips are paired by label and index and kept only where both play the same notes (a library
     without one of a label's programs draws another). Returns the number of clips written.
     """
-    pairs = list(_pairs(a_root, b_root))
+    pairs = _pairs(a_root, b_root)
     libraries = (_library(a_root), _library(b_root))
     prefix = "morph_" + "_".join(libraries)
 
