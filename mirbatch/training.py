@@ -1105,9 +1105,13 @@ def latest_checkpoint(fs: Any, run_path: str) -> str | None:
 
 
 def describe_dataset(root: Path) -> str:
-    """A data set's name for checkpoint metadata: the render's library and seed when it is a render."""
-    render = root / "render.json"
+    """A data set's name for checkpoint metadata: what rendered or morphed it, else its folder's name."""
+    render, morph = root / "render.json", root / "morph.json"
     if render.exists():
         meta = json.loads(render.read_text())
         return f"{meta['library']} render (seed {meta['seed']}, {meta['per_class']} per label)"
+    if morph.exists():
+        meta = json.loads(morph.read_text())
+        first, second = meta["libraries"]
+        return f"morph of {first} and {second} (seed {meta['seed']}, {first} weight {meta['low']}-{meta['high']})"
     return root.name

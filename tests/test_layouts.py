@@ -83,3 +83,26 @@ def test_split_is_by_file_stable_and_near_the_fraction() -> None:
     moved = [LabelledFile(f.path.replace("/data/", "/elsewhere/"), f.label) for f in files]
     assert [Path(f.path).name for f in split_by_file(moved, 0.2, seed=3)[1]] == [Path(f.path).name for f in val]
     assert split_by_file(files, 0.2, seed=4)[1] != val
+
+
+def test_renders_and_morphs_of_one_planned_clip_land_on_one_side(tmp_path: Path) -> None:
+    # Three folders as `data render` (two libraries, one seed) and `data morph` write them: the same
+    # clip index plays the same notes in each, so one clip's files must never straddle the split.
+    libraries = ("fluidr3", "timgm6mb", "morph_fluidr3_timgm6mb")
+    for library in libraries:
+        records = []
+        for label in ("cello", "flute"):
+            for index in range(40):
+                path = f"{label}/{library}_{label}_{index:05d}_p042.wav"
+                write_audio(tmp_path / library / path, sine(220, 0.05), 22050)
+                records.append({"path": path, "label": label, "index": index})
+        (tmp_path / library / "clips.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    files = [f for library in libraries for f in load_dataset(tmp_path / library)]
+    assert len({f.group for f in files}) == 80
+    train, val = split_by_file(files, 0.3, seed=0)
+    train_groups, val_groups = {f.group for f in train}, {f.group for f in val}
+    assert train_groups and val_groups and not train_groups & val_groups
+    assert len(val) == 3 * len(val_groups)  # every library's render of a validation clip, and its morph
+    # Folders without clips.jsonl keep splitting by file name.
+    (tmp_path / "timgm6mb" / "clips.jsonl").unlink()
+    assert {f.group for f in load_dataset(tmp_path / "timgm6mb")} == {""}

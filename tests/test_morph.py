@@ -14,6 +14,7 @@ from mirbatch.cli import main
 from mirbatch.datasets.layouts import load_dataset
 from mirbatch.datasets.morph import MorphConfig, MorphError, morph_datasets, morph_spectra
 from mirbatch.datasets.render import RenderConfig, render_dataset
+from mirbatch.training import describe_dataset
 
 RATE = 22050
 F0 = 344.53125  # bin 16 of a 1024-point FFT at 22,050 Hz: harmonics sit on bins, no leakage to model
@@ -59,6 +60,9 @@ def test_morphs_of_two_real_libraries_pair_clips_by_notes(tmp_path: Path) -> Non
         assert np.abs(y).max() == pytest.approx(max(np.abs(a).max(), np.abs(b).max()), rel=0.01)
     meta = json.loads((tmp_path / "morph" / "morph.json").read_text())
     assert meta["libraries"] == ["fluidr3", "freepats"]
+    # Checkpoints name their training data by what made it.
+    assert describe_dataset(tmp_path / "morph") == "morph of fluidr3 and freepats (seed 1, fluidr3 weight 0.25-0.75)"
+    assert describe_dataset(tmp_path / "fluidr3") == "fluidr3 render (seed 4, 3 per label)"
     # The same seed draws the same weights: a rerun writes the same files.
     again = morph_datasets(tmp_path / "fluidr3", tmp_path / "freepats", tmp_path / "again", MorphConfig(seed=1))
     assert again == 3

@@ -50,10 +50,20 @@ IRMAS_LABELS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class LabelledFile:
-    """One training/evaluation file and its label."""
+    """One training/evaluation file and its label.
+
+    Attributes
+    ----------
+    path, label : str
+        Where the audio is, and what plays in it.
+    group : str
+        Files of one group land on the same side of a split: the renders of one planned clip in
+        every library, and the morphs between them, play the same notes. Empty: the file's name.
+    """
 
     path: str
     label: str
+    group: str = ""
 
 
 def _audio_files(folder: Path) -> list[Path]:
@@ -64,12 +74,32 @@ def _keep(label: str, labels: tuple[str, ...] | None) -> bool:
     return labels is None or label in labels
 
 
+def _clip_groups(root: Path) -> dict[str, str]:
+    """Relative path -> ``label/index`` of the planned clip, from a render's or morph's ``clips.jsonl``."""
+    index = root / "clips.jsonl"
+    if not index.is_file():
+        return {}
+    groups = {}
+    with index.open() as f:
+        for line in f:
+            record = json.loads(line)
+            groups[record["path"]] = f"{record['label']}/{int(record['index']):05d}"
+    return groups
+
+
 def folder_dataset(root: Path, labels: tuple[str, ...] | None = None) -> list[LabelledFile]:
-    """``root/<label>/**/<audio>``; ``labels`` keeps only those folders."""
+    """``root/<label>/**/<audio>``; ``labels`` keeps only those folders.
+
+    Renders and morphs (a ``clips.jsonl`` beside the folders) group each file with its planned clip.
+    """
+    groups = _clip_groups(root)
     files: list[LabelledFile] = []
     for label_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if _keep(label_dir.name, labels):
-            files.extend(LabelledFile(str(p), label_dir.name) for p in _audio_files(label_dir))
+            files.extend(
+                LabelledFile(str(p), label_dir.name, groups.get(p.relative_to(root).as_posix(), ""))
+                for p in _audio_files(label_dir)
+            )
     return files
 
 
@@ -142,15 +172,16 @@ def load_dataset(root: Path, labels: tuple[str, ...] | None = None, layout: str 
 def split_by_file(
     files: list[LabelledFile], val_fraction: float, seed: int = 0
 ) -> tuple[list[LabelledFile], list[LabelledFile]]:
-    """Split into (train, validation) by a hash of each file's name, so all patches of a file stay together.
+    """Split into (train, validation) by a hash of each file's group (else its name), so all patches of
+    a file, and all renders and morphs of one planned clip, stay together.
 
-    The assignment of a file depends only on its label, name and ``seed``, not on the other files, so
-    adding files to a data set never moves existing ones across the split.
+    The assignment of a file depends only on its label, group or name and ``seed``, not on the other
+    files, so adding files to a data set never moves existing ones across the split.
     """
     train: list[LabelledFile] = []
     val: list[LabelledFile] = []
     for f in files:
-        key = f"{seed}:{f.label}/{Path(f.path).name}".encode()
+        key = f"{seed}:{f.label}/{f.group or Path(f.path).name}".encode()
         u = int.from_bytes(hashlib.sha256(key).digest()[:8], "little") / 2**64
         (val if u < val_fraction else train).append(f)
     return train, val
