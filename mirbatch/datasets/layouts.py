@@ -17,6 +17,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mirbatch.audio import AUDIO_EXTENSIONS
 
@@ -24,6 +25,7 @@ __all__ = [
     "IRMAS_LABELS",
     "LAYOUTS",
     "LabelledFile",
+    "clip_records",
     "detect_layout",
     "folder_dataset",
     "irmas_dataset",
@@ -74,17 +76,19 @@ def _keep(label: str, labels: tuple[str, ...] | None) -> bool:
     return labels is None or label in labels
 
 
-def _clip_groups(root: Path) -> dict[str, str]:
-    """Relative path -> ``label/index`` of the planned clip, from a render's or morph's ``clips.jsonl``."""
+def clip_records(root: Path) -> list[dict[str, Any]]:
+    """The records of a render's or morph's ``clips.jsonl`` (one per clip: path, label, index, notes,
+    ...); empty when ``root`` has none."""
     index = root / "clips.jsonl"
     if not index.is_file():
-        return {}
-    groups = {}
+        return []
     with index.open() as f:
-        for line in f:
-            record = json.loads(line)
-            groups[record["path"]] = f"{record['label']}/{int(record['index']):05d}"
-    return groups
+        return [json.loads(line) for line in f]
+
+
+def _clip_groups(root: Path) -> dict[str, str]:
+    """Relative path -> ``label/index`` of the planned clip."""
+    return {r["path"]: f"{r['label']}/{int(r['index']):05d}" for r in clip_records(root)}
 
 
 def folder_dataset(root: Path, labels: tuple[str, ...] | None = None) -> list[LabelledFile]:

@@ -22,6 +22,7 @@ import librosa
 import numpy as np
 import soundfile as sf
 
+from mirbatch.datasets.layouts import clip_records
 from mirbatch.datasets.render import clip_rng
 
 __all__ = ["MorphConfig", "MorphError", "morph_spectra", "morph_datasets"]
@@ -90,15 +91,10 @@ def morph_spectra(a: np.ndarray, b: np.ndarray, mix: float) -> np.ndarray:
 
 
 def _clips(root: Path) -> dict[tuple[str, int], dict[str, Any]]:
-    index = root / "clips.jsonl"
-    if not index.is_file():
+    records = clip_records(root)
+    if not records:
         raise MorphError(f"{root} has no clips.jsonl: morph data sets written by `mirbatch data render`")
-    records = {}
-    with index.open() as f:
-        for line in f:
-            record = json.loads(line)
-            records[(record["label"], int(record["index"]))] = record
-    return records
+    return {(r["label"], int(r["index"])): r for r in records}
 
 
 def _library(root: Path) -> str:
