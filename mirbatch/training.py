@@ -212,7 +212,7 @@ class TrainConfig:
     def cache_key(self, files: Sequence[LabelledFile]) -> str:
         """What the cached features depend on: files, labels, split, features, augmentation, seed."""
         payload = {
-            "files": [(f.path, f.label) for f in files],
+            "files": [(f.path, f.label, f.group) for f in files],  # the group decides the split
             "labels": list(self.labels or ()),
             "aux_labels": list(self.aux_labels),
             "val_fraction": self.val_fraction,

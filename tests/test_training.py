@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from mirbatch.augment import AugmentConfig
 from mirbatch.cli import main
+from mirbatch.datasets.layouts import LabelledFile
 from mirbatch.datasets.render import RenderConfig, render_dataset
 from mirbatch.models import build_model, count_parameters, load_checkpoint
 from mirbatch.sources import S3Options
@@ -118,6 +119,15 @@ def test_the_cosine_schedule_falls_to_zero_and_configs_are_checked() -> None:
         TrainConfig(data=("x",), lr_schedule="linear")
     with pytest.raises(ValueError, match="not for cnn"):
         TrainConfig(data=("x",), architecture="cnn", width=64)
+
+
+def test_a_cached_feature_set_is_only_reused_for_the_same_split_groups() -> None:
+    # Regrouping files moves them across the split, so a cache built before must not be reused.
+    files = [LabelledFile(f"/d/cello/fluidr3_cello_{i:05d}_p042.wav", "cello") for i in range(3)]
+    grouped = [replace(f, group=f"cello/{i:05d}") for i, f in enumerate(files)]
+    config = TrainConfig(data=("d",))
+    assert config.cache_key(files) == config.cache_key(list(files))
+    assert config.cache_key(files) != config.cache_key(grouped)
 
 
 def test_support_shifts_default_by_features_and_are_checked() -> None:
