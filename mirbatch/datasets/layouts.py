@@ -33,6 +33,7 @@ __all__ = [
     "nsynth_dataset",
     "split_by_file",
     "split_by_label",
+    "write_clip_records",
 ]
 
 IRMAS_LABELS: dict[str, str] = {
@@ -84,6 +85,12 @@ def clip_records(root: Path) -> list[dict[str, Any]]:
         return []
     with index.open() as f:
         return [json.loads(line) for line in f]
+
+
+def write_clip_records(root: Path, records: list[dict[str, Any]]) -> None:
+    """Write ``root/clips.jsonl``, one JSON record per clip (what ``clip_records`` reads)."""
+    with (root / "clips.jsonl").open("w") as f:
+        f.writelines(json.dumps(record) + "\n" for record in records)
 
 
 def _clip_groups(root: Path) -> dict[str, str]:

@@ -22,8 +22,8 @@ import librosa
 import numpy as np
 import soundfile as sf
 
-from mirbatch.datasets.layouts import clip_records
-from mirbatch.datasets.render import clip_rng
+from mirbatch.datasets.layouts import clip_records, write_clip_records
+from mirbatch.datasets.render import clip_file_name, clip_rng
 
 __all__ = ["MorphConfig", "MorphError", "morph_spectra", "morph_datasets"]
 
@@ -131,7 +131,7 @@ def morph_datasets(a_root: Path, b_root: Path, out: Path, config: MorphConfig, j
         if a_rate != b_rate:
             raise MorphError(f"{a_clip['path']} is at {a_rate} Hz and its pair at {b_rate} Hz: render both at one rate")
         mix = float(clip_rng(config.seed, label, index).uniform(config.low, config.high))
-        path = f"{label}/{prefix}_{label}_{index:05d}_p{int(a_clip['program']):03d}.wav"
+        path = f"{label}/{clip_file_name(prefix, label, index, int(a_clip['program']))}"
         (out / label).mkdir(parents=True, exist_ok=True)
         sf.write(str(out / path), morph_spectra(a.mean(axis=1), b.mean(axis=1), mix), a_rate, subtype="PCM_16")
         return {**a_clip, "path": path, "mix": round(mix, 4), "sources": [a_clip["path"], b_clip["path"]]}
@@ -141,7 +141,5 @@ def morph_datasets(a_root: Path, b_root: Path, out: Path, config: MorphConfig, j
         records = list(pool.map(write, pairs))
     meta = {**config.to_dict(), "sources": [str(a_root), str(b_root)], "libraries": list(libraries)}
     (out / "morph.json").write_text(json.dumps(meta, indent=2) + "\n")
-    with (out / "clips.jsonl").open("w") as f:
-        for record in records:
-            f.write(json.dumps(record) + "\n")
+    write_clip_records(out, records)
     return len(records)

@@ -28,6 +28,7 @@ import mido
 import numpy as np
 import soundfile as sf
 
+from mirbatch.datasets.layouts import write_clip_records
 from mirbatch.taxonomy import TAXONOMY, Instrument, instrument
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "ClipPlan",
     "Variation",
     "RenderConfig",
+    "clip_file_name",
     "clip_rng",
     "plan_clips",
     "render_dataset",
@@ -193,7 +195,7 @@ class ClipPlan:
         return max(n.start_s + n.duration_s for n in self.notes)
 
     def file_name(self, library: str) -> str:
-        return f"{library}_{self.label}_{self.index:05d}_p{self.program:03d}.wav"
+        return clip_file_name(library, self.label, self.index, self.program)
 
 
 @dataclass(frozen=True)
@@ -248,6 +250,11 @@ def _plan_phrase(inst: Instrument, rng: np.random.Generator) -> tuple[Note, ...]
                     notes.append(Note(round(t, 3), round(duration, 3), pitch + interval, velocity))
         t += ioi
     return tuple(notes)
+
+
+def clip_file_name(library: str, label: str, index: int, program: int) -> str:
+    """A rendered (or morphed) clip's file name: its library, label, index and GM program."""
+    return f"{library}_{label}_{index:05d}_p{program:03d}.wav"
 
 
 def clip_rng(seed: int, label: str, index: int) -> np.random.Generator:
@@ -387,8 +394,6 @@ def render_dataset(config: RenderConfig, out: Path, jobs: int = 2) -> list[ClipP
             future.result()
     meta = {**config.to_dict(), "library": library.name, "library_path": library.path, "synth": library.synth}
     (out / "render.json").write_text(json.dumps(meta, indent=2) + "\n")
-    with (out / "clips.jsonl").open("w") as f:
-        for plan in plans:
-            record = {"path": f"{plan.label}/{plan.file_name(library.name)}", **asdict(plan)}
-            f.write(json.dumps(record) + "\n")
+    records = [{"path": f"{plan.label}/{plan.file_name(library.name)}", **asdict(plan)} for plan in plans]
+    write_clip_records(out, records)
     return plans
