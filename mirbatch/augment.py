@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import soxr
-from numpy.lib.stride_tricks import sliding_window_view
 from scipy.signal import butter, fftconvolve, sosfilt
 
 __all__ = [
@@ -32,30 +31,7 @@ __all__ = [
     "mix_in",
     "pitch_shift",
     "reverberate",
-    "sharpen_onsets",
 ]
-
-
-def sharpen_onsets(y: np.ndarray, rate: int, rng: np.random.Generator) -> np.ndarray:
-    """Faster attacks: each rise is lifted towards the level the sound reaches within the next 0.3-0.8 s.
-
-    Libraries shape the same instrument's onset differently: FluidR3_GM's bowed strings take
-    0.2-0.4 s to come within 3 dB of their peak, TimGM6mb's 0.04-0.08 s, as fast as its saxophone.
-    A model that only hears slow bows takes fast ones for plucked or blown notes. Decays are left
-    alone (the level ahead of a decaying note is never above it), and so is anything more than
-    40 dB under the clip's peak (silence is not lifted into noise).
-    """
-    hop, window = max(1, rate // 200), max(1, rate // 25)  # every 5 ms, over 40 ms (a 25 Hz period)
-    energy = np.concatenate([[0.0], np.cumsum(y.astype(np.float64) ** 2)])
-    centers = np.arange(0, len(y), hop)
-    low, high = np.maximum(centers - window // 2, 0), np.minimum(centers + window // 2, len(y))
-    envelope = np.sqrt((energy[high] - energy[low]) / (high - low)) + 1e-12
-    look = max(1, int(rng.uniform(0.3, 0.8) * rate / hop))
-    ahead = sliding_window_view(np.pad(envelope, (0, look - 1)), look).max(axis=1)
-    # A 1 dB dead band: a held note's own ripple is not an onset.
-    gain = np.maximum(ahead / (envelope * 10 ** (1 / 20)), 1.0) ** rng.uniform(0.8, 1.0)
-    gain = np.where(envelope > envelope.max() * 0.01, np.minimum(gain, 10 ** (30 / 20)), 1.0)
-    return (y * np.interp(np.arange(len(y)), centers, gain)).astype(np.float32)
 
 
 def add_noise(y: np.ndarray, rate: int, rng: np.random.Generator) -> np.ndarray:
@@ -145,12 +121,11 @@ class AugmentConfig:
     ----------
     variants : int
         Augmented copies cached per training file (besides the clean one).
-    onset, pitch, eq, low_pass, reverb, noise, band_limit, mix : float
+    pitch, eq, low_pass, reverb, noise, band_limit, mix : float
         Probability that a copy gets that augmentation (applied in this order).
     """
 
     variants: int = 2
-    onset: float = 0.4
     pitch: float = 0.5
     eq: float = 0.8
     low_pass: float = 0.4
@@ -189,7 +164,6 @@ class AugmentConfig:
 
 
 AUGMENTATIONS: dict[str, Callable[[np.ndarray, int, np.random.Generator], np.ndarray]] = {
-    "onset": sharpen_onsets,
     "pitch": pitch_shift,
     "eq": equalize,
     "low_pass": low_pass,

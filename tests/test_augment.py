@@ -16,7 +16,6 @@ from mirbatch.augment import (
     mix_in,
     pitch_shift,
     reverberate,
-    sharpen_onsets,
 )
 
 RATE = 22050
@@ -91,33 +90,6 @@ def test_mix_in_puts_the_other_clip_12_to_25_db_under() -> None:
     out = mix_in(y, other, np.random.default_rng(0))
     gap = _level_db(out, 440) - _level_db(out, 1000)
     assert 11.5 <= gap <= 25.5
-
-
-def _seconds_to_within_3_db(y: np.ndarray) -> float:
-    frames = y[: len(y) // 110 * 110].reshape(-1, 110)  # 5 ms
-    level = 20 * np.log10(np.sqrt(np.mean(frames**2, axis=1)) + 1e-12)
-    return float(np.argmax(level > level.max() - 3) * 110 / RATE)
-
-
-def test_sharpen_onsets_speeds_up_slow_attacks_and_leaves_decays_and_silence() -> None:
-    t = np.arange(RATE * 2) / RATE
-    silence = np.zeros(RATE // 2, dtype=np.float32)
-    bowed = np.concatenate([silence, _tone(220, 2.0) * (1 - np.exp(-t / 0.15)).astype(np.float32)])  # 0.19 s to -3 dB
-    plucked = np.concatenate([silence, _tone(220, 2.0) * np.exp(-t / 0.3).astype(np.float32)])
-    for seed in range(5):
-        rng = np.random.default_rng(seed)
-        sharp = sharpen_onsets(bowed, RATE, rng)
-        attack = _seconds_to_within_3_db(bowed) - len(silence) / RATE
-        assert attack > 0.15
-        assert _seconds_to_within_3_db(sharp) - len(silence) / RATE < attack / 2
-        assert np.all(sharp[: len(silence) - 220] == 0.0)  # silence stays silent
-        # The held part is untouched: only a rise is lifted.
-        np.testing.assert_allclose(sharp[-RATE // 2 :], bowed[-RATE // 2 :], rtol=1e-5, atol=1e-6)
-        # A note that only decays keeps its shape once its onset has passed (the level is measured
-        # over 40 ms, so the first 20 ms after an instant onset read quieter than they are).
-        decayed = sharpen_onsets(plucked, RATE, rng)
-        held = len(silence) + RATE // 40
-        np.testing.assert_allclose(decayed[held:], plucked[held:], rtol=1e-5, atol=1e-6)
 
 
 def test_augment_clip_with_everything_off_returns_the_input() -> None:
