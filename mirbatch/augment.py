@@ -52,7 +52,7 @@ def steady_sustains(y: np.ndarray, rate: int, rng: np.random.Generator) -> np.nd
     them are kept as they were. Two passes, because the unchanged phase brings part of the
     movement back.
     """
-    n_fft = 1 << int(np.ceil(np.log2(0.046 * rate)))  # about 46 ms, as the mel features
+    n_fft = 1 << int(np.ceil(np.log2(0.046 * rate)))  # about 46 ms, half the mel features' frame
     hop = n_fft // 4
     size = max(3, round(rng.uniform(0.15, 0.35) * rate / hop) | 1)
     across = max(3, round(600.0 * n_fft / rate) | 1)  # 600 Hz of bins: a few harmonics and the gaps between
