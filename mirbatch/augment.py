@@ -15,10 +15,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-import librosa
 import numpy as np
 import soxr
-from scipy.ndimage import median_filter
 from scipy.signal import butter, fftconvolve, sosfilt
 
 __all__ = [
@@ -33,40 +31,7 @@ __all__ = [
     "mix_in",
     "pitch_shift",
     "reverberate",
-    "steady_sustains",
 ]
-
-
-def steady_sustains(y: np.ndarray, rate: int, rng: np.random.Generator) -> np.ndarray:
-    """Steadier sustains: each harmonic's level median-filtered over 0.15-0.35 s; transients kept.
-
-    A small sample library loops a few periods of each note, so its sustain does not move: on held
-    notes TimGM6mb's bowed strings vary by 0.6-1.0 dB per mel band, FluidR3_GM's by 2.6-3.1 dB
-    (vibrato and bow noise through the body's resonances), and freepats' winds by 0.5-0.9 dB. A
-    model that hears only moving strings takes still ones for a wind: a model trained without this
-    heard 39 of 40 FluidR3 violas steadied this way as something else, mostly saxophone or trumpet.
-
-    The median over time keeps note changes and decays (steps and slopes pass a median). Frames
-    that are mostly transient, as in harmonic-percussive separation (more energy where the median
-    across frequency beats the one across time: a pluck, a hammer, a click), and the frames beside
-    them are kept as they were. Two passes, because the unchanged phase brings part of the
-    movement back.
-    """
-    n_fft = 1 << int(np.ceil(np.log2(0.046 * rate)))  # about 46 ms, half the mel features' frame
-    hop = n_fft // 4
-    size = max(3, round(rng.uniform(0.15, 0.35) * rate / hop) | 1)
-    across = max(3, round(600.0 * n_fft / rate) | 1)  # 600 Hz of bins: a few harmonics and the gaps between
-    out = y
-    for _ in range(2):
-        spectrum = librosa.stft(out, n_fft=n_fft, hop_length=hop)
-        magnitude = np.abs(spectrum)
-        over_time = median_filter(magnitude, size=(1, size), mode="nearest")
-        over_freq = median_filter(magnitude, size=(across, 1), mode="nearest")
-        percussive = np.sum(magnitude**2 * (over_freq > over_time), axis=0) > 0.5 * np.sum(magnitude**2, axis=0)
-        keep = np.convolve(percussive, np.ones(3), mode="same") > 0
-        gain = np.where(keep, 1.0, over_time / (magnitude + 1e-12))
-        out = librosa.istft(spectrum * gain, n_fft=n_fft, hop_length=hop, length=len(y))
-    return out.astype(np.float32)
 
 
 def add_noise(y: np.ndarray, rate: int, rng: np.random.Generator) -> np.ndarray:
@@ -156,12 +121,11 @@ class AugmentConfig:
     ----------
     variants : int
         Augmented copies cached per training file (besides the clean one).
-    steady, pitch, eq, low_pass, reverb, noise, band_limit, mix : float
+    pitch, eq, low_pass, reverb, noise, band_limit, mix : float
         Probability that a copy gets that augmentation (applied in this order).
     """
 
     variants: int = 2
-    steady: float = 0.4
     pitch: float = 0.5
     eq: float = 0.8
     low_pass: float = 0.4
@@ -200,7 +164,6 @@ class AugmentConfig:
 
 
 AUGMENTATIONS: dict[str, Callable[[np.ndarray, int, np.random.Generator], np.ndarray]] = {
-    "steady": steady_sustains,
     "pitch": pitch_shift,
     "eq": equalize,
     "low_pass": low_pass,

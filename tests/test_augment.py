@@ -16,7 +16,6 @@ from mirbatch.augment import (
     mix_in,
     pitch_shift,
     reverberate,
-    steady_sustains,
 )
 
 RATE = 22050
@@ -91,39 +90,6 @@ def test_mix_in_puts_the_other_clip_12_to_25_db_under() -> None:
     out = mix_in(y, other, np.random.default_rng(0))
     gap = _level_db(out, 440) - _level_db(out, 1000)
     assert 11.5 <= gap <= 25.5
-
-
-def _band_levels_db(y: np.ndarray) -> np.ndarray:
-    """[shape=(bins, frames)] STFT level in dB, 1024-point frames every 256 samples."""
-    frames = np.lib.stride_tricks.sliding_window_view(y, 1024)[::256] * np.hanning(1024)
-    return 20 * np.log10(np.abs(np.fft.rfft(frames, axis=1)).T + 1e-9)
-
-
-def test_steady_sustains_stills_a_moving_sustain_and_keeps_note_changes_and_plucks() -> None:
-    t = np.arange(RATE * 2) / RATE
-    # A bowed note: each harmonic swells and fades at 5.5 Hz with its own phase (vibrato heard
-    # through a body's resonances), about +-3 dB.
-    swells = [1 + 0.35 * np.sin(2 * np.pi * 5.5 * t + k) for k in range(1, 6)]
-    moving = (0.2 * sum(s * np.sin(2 * np.pi * 220 * k * t) / k for k, s in enumerate(swells, 1))).astype(np.float32)
-    harmonics = [round(220 * k * 1024 / RATE) for k in range(1, 6)]
-    change = np.concatenate([_tone(220), _tone(330)])
-    note = _tone(220, 1.0) * np.exp(-np.arange(RATE) / RATE / 0.2).astype(np.float32)
-    note[:110] += np.random.default_rng(0).standard_normal(110).astype(np.float32) * 0.5  # a 5 ms click
-    pluck, click = np.concatenate([np.zeros(RATE // 2, np.float32), note]), slice(RATE // 2, RATE // 2 + 110)
-    for seed in range(3):
-        rng = np.random.default_rng(seed)
-        before = _band_levels_db(moving)[harmonics, 20:-20]
-        after = _band_levels_db(steady_sustains(moving, RATE, rng))[harmonics, 20:-20]
-        assert np.mean(after.std(axis=1)) < np.mean(before.std(axis=1)) / 2
-        np.testing.assert_allclose(np.median(after, axis=1), np.median(before, axis=1), atol=1.0)
-        # A change of note passes a median: the second note does not leak into the first.
-        still = steady_sustains(change, RATE, rng)
-        assert _level_db(still[: RATE - 2048], 330) < _level_db(still[RATE + 2048 :], 330) - 30
-        # The frames at an onset are left as they were: a pluck keeps its click (a median over
-        # time alone leaves it under a quarter of its level).
-        plucked = steady_sustains(pluck, RATE, rng)
-        assert np.abs(plucked[click]).max() > 0.8 * np.abs(pluck[click]).max()
-        assert np.all(steady_sustains(np.zeros(RATE, np.float32), RATE, rng) == 0.0)
 
 
 def test_augment_clip_with_everything_off_returns_the_input() -> None:
