@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+import librosa
 import numpy as np
 import soxr
 from scipy.signal import butter, fftconvolve, sosfilt
@@ -26,12 +27,56 @@ __all__ = [
     "add_noise",
     "augment_clip",
     "band_limit",
+    "clean_harmonics",
     "equalize",
     "low_pass",
     "mix_in",
     "pitch_shift",
     "reverberate",
 ]
+
+
+def clean_harmonics(y: np.ndarray, rate: int, rng: np.random.Generator) -> np.ndarray:
+    """Less between the harmonics: a pitch-synchronous comb on voiced frames; the rest kept.
+
+    A small sample library loops one or a few periods of each note, so its sustain holds little
+    that is not a harmonic. On held notes (0.3-0.9 s in), the energy 0.2-0.5 of f0 away from any
+    harmonic, per tenth of f0 and against the note's total, is -36 to -44 dB for FluidR3_GM's and
+    freepats' bowed strings but -54 to -69 dB for TimGM6mb's, cleaner than FluidR3's saxophone,
+    English horn and oboe (-44 to -51 dB). Models had learnt that floor as part of a bowed
+    string: with FluidR3's attack, TimGM6mb's harmonic levels resynthesized and FluidR3's
+    between-harmonic residual, a model heard 18 of 21 violins right; with TimGM6mb's residual, 4.
+
+    Each sample becomes a weighted mean (triangular, 2-6 periods either side) of the signal one,
+    two, ... periods away, the period following ``librosa.yin`` frame by frame: harmonics add up,
+    what lies between them averages away (17-34 dB on a steady harmonic tone in noise at 20 dB
+    SNR, 3-9 dB at 65 Hz with a 30-cent vibrato). Only frames whose correlation with themselves
+    one period on exceeds 0.6 are combed, so noise, clicks and most attacks pass unchanged.
+    """
+    hop, frame = 256, 1024
+    f0 = librosa.yin(y, fmin=50.0, fmax=2000.0, sr=rate, frame_length=2048, hop_length=hop)
+    lag = np.round(rate / f0).astype(int)
+    centers = np.arange(len(f0)) * hop
+    # voicing: each frame's normalised correlation with the same frame one period later
+    padded = np.pad(y.astype(np.float64), (frame, frame + int(lag.max())))
+    window = centers[:, None] + frame // 2 + np.arange(frame)[None, :]
+    here, later = padded[window], padded[window + lag[:, None]]
+    energy = np.sqrt(np.sum(here**2, axis=1) * np.sum(later**2, axis=1))
+    voicing = np.sum(here * later, axis=1) / (energy + 1e-12)
+    n = len(y)
+    t = np.arange(n, dtype=np.float64)
+    period = np.interp(t, centers, rate / f0)
+    weight = np.clip((np.interp(t, centers, voicing) - 0.6) / 0.1, 0.0, 1.0)  # fully combed from 0.7
+    taps = int(rng.integers(2, 7))
+    total = np.zeros(n)
+    norm = np.zeros(n)
+    for m in range(-taps, taps + 1):
+        at = t + m * period
+        inside = (at >= 0) & (at <= n - 1)  # near the clip's ends, average what there is
+        w = (1.0 - abs(m) / (taps + 1)) * inside
+        total += w * np.interp(at, t, y)
+        norm += w
+    return (weight * total / norm + (1.0 - weight) * y).astype(np.float32)
 
 
 def add_noise(y: np.ndarray, rate: int, rng: np.random.Generator) -> np.ndarray:
@@ -121,11 +166,12 @@ class AugmentConfig:
     ----------
     variants : int
         Augmented copies cached per training file (besides the clean one).
-    pitch, eq, low_pass, reverb, noise, band_limit, mix : float
+    clean, pitch, eq, low_pass, reverb, noise, band_limit, mix : float
         Probability that a copy gets that augmentation (applied in this order).
     """
 
     variants: int = 2
+    clean: float = 0.4
     pitch: float = 0.5
     eq: float = 0.8
     low_pass: float = 0.4
@@ -164,6 +210,7 @@ class AugmentConfig:
 
 
 AUGMENTATIONS: dict[str, Callable[[np.ndarray, int, np.random.Generator], np.ndarray]] = {
+    "clean": clean_harmonics,
     "pitch": pitch_shift,
     "eq": equalize,
     "low_pass": low_pass,

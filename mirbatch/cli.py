@@ -265,7 +265,7 @@ def show(out: str, limit: int) -> None:
     default="default",
     show_default=True,
     help="Audio augmentation: 'default', 'none', or 'default,-reverb,-mix' to leave some out "
-    "(pitch, eq, low_pass, reverb, noise, band_limit, mix).",
+    "(clean, pitch, eq, low_pass, reverb, noise, band_limit, mix).",
 )
 @click.option(
     "--augment-copies",
