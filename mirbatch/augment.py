@@ -54,9 +54,9 @@ def clean_harmonics(y: np.ndarray, rate: int, rng: np.random.Generator) -> np.nd
     one period on exceeds 0.6 are combed, so noise, clicks and most attacks pass unchanged.
     """
     hop, frame = 256, 1024
-    f0 = librosa.yin(y, fmin=50.0, fmax=2000.0, sr=rate, frame_length=2048, hop_length=hop)
-    lag = np.round(rate / f0).astype(int)
-    centers = np.arange(len(f0)) * hop
+    frame_period = rate / librosa.yin(y, fmin=50.0, fmax=2000.0, sr=rate, frame_length=2048, hop_length=hop)
+    lag = np.round(frame_period).astype(int)
+    centers = np.arange(len(frame_period)) * hop
     # voicing: each frame's normalised correlation with the same frame one period later
     padded = np.pad(y.astype(np.float64), (frame, frame + int(lag.max())))
     window = centers[:, None] + frame // 2 + np.arange(frame)[None, :]
@@ -65,7 +65,7 @@ def clean_harmonics(y: np.ndarray, rate: int, rng: np.random.Generator) -> np.nd
     voicing = np.sum(here * later, axis=1) / (energy + 1e-12)
     n = len(y)
     t = np.arange(n, dtype=np.float64)
-    period = np.interp(t, centers, rate / f0)
+    period = np.interp(t, centers, frame_period)
     weight = np.clip((np.interp(t, centers, voicing) - 0.6) / 0.1, 0.0, 1.0)  # fully combed from 0.7
     taps = int(rng.integers(2, 7))
     total = np.zeros(n)
