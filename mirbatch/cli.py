@@ -231,10 +231,11 @@ def show(out: str, limit: int) -> None:
 @click.option(
     "--model",
     "architecture",
-    type=click.Choice(["cnn", "cnn-freq", "siamese", "residual-siamese"]),
+    type=click.Choice(["cnn", "cnn-freq", "cnn-vgg", "siamese", "residual-siamese"]),
     default="cnn",
     show_default=True,
     help="cnn: the seed paper's CNN; cnn-freq: the same with batch norm and a frequency-aware head; "
+    "cnn-vgg: eight 3x3 convolutions on unresized patches, frequency-aware head (best across libraries); "
     "siamese / residual-siamese: one-shot matchers trained on same/different pairs (validated on held-out labels).",
 )
 @data_option
@@ -265,7 +266,7 @@ def show(out: str, limit: int) -> None:
     default="default",
     show_default=True,
     help="Audio augmentation: 'default', 'none', or 'default,-reverb,-mix' to leave some out "
-    "(clean, pitch, eq, low_pass, reverb, noise, band_limit, mix).",
+    "(wavetable, clean, pitch, eq, low_pass, reverb, noise, band_limit, mix).",
 )
 @click.option(
     "--augment-copies",
@@ -287,7 +288,15 @@ def show(out: str, limit: int) -> None:
     "--lr",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
-    help="Learning rate (default: the seed papers': 1e-3 RMSprop for cnn, 6e-4 / 5e-4 Adam for the matchers).",
+    help="Learning rate (default: the seed papers': 1e-3 RMSprop for cnn, 6e-4 / 5e-4 Adam for the matchers; "
+    "1e-3 for cnn-vgg).",
+)
+@click.option(
+    "--optimizer",
+    type=click.Choice(["rmsprop", "adam", "adamw"]),
+    default=None,
+    help="Default: RMSprop for cnn and cnn-freq (the seed paper's), AdamW (weight decay 0.01) for cnn-vgg, "
+    "Adam for the matchers.",
 )
 @click.option(
     "--lr-schedule",
@@ -302,7 +311,7 @@ def show(out: str, limit: int) -> None:
     type=click.IntRange(min=1),
     default=None,
     help="Channels of the first convolution stage, doubled by later stages (default: 16 for the "
-    "matchers, 32 for cnn-freq; cnn is the seed paper's fixed network). Wider learns more, runs slower.",
+    "matchers and cnn-vgg, 32 for cnn-freq; cnn is the seed paper's fixed network). Wider learns more, runs slower.",
 )
 @click.option(
     "--support-shifts",
@@ -351,6 +360,7 @@ def train(
     batch_size: int,
     lr: float | None,
     lr_schedule: str,
+    optimizer: str | None,
     width: int | None,
     support_shifts: str | None,
     val_fraction: float,
@@ -386,6 +396,7 @@ def train(
             batch_size=batch_size,
             lr=lr,
             lr_schedule=lr_schedule,
+            optimizer=optimizer,
             width=width,
             val_fraction=val_fraction,
             patience=patience,

@@ -110,6 +110,11 @@ class MelConfig(_PatchFeatures):
     def patch_hop_frames(self) -> int:
         return max(1, round(self.patch_hop_s * self.sample_rate / self.hop_length))
 
+    @property
+    def native_size(self) -> tuple[int, int]:
+        """(rows, columns) of an unresized patch: mel bands x STFT frames."""
+        return (self.n_mels, self.patch_frames)
+
 
 @dataclass(frozen=True)
 class ScalogramConfig(_PatchFeatures):
@@ -157,6 +162,11 @@ class ScalogramConfig(_PatchFeatures):
     @property
     def patch_hop_samples(self) -> int:
         return max(1, round(self.patch_hop_s * self.sample_rate))
+
+    @property
+    def native_size(self) -> tuple[int, int]:
+        """(rows, columns) of an unresized patch: scales x time bins."""
+        return (self.n_freqs, self.time_bins)
 
     def frequencies(self) -> np.ndarray:
         """Centre frequency of each row in Hz [shape=(n_freqs,)], low to high."""
@@ -274,6 +284,8 @@ class PatchBatch:
 
 def resize_patches(inputs: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
     """Bilinear resize of patches [shape=(p, 1, rows, columns)] to ``config.input_size``."""
+    if tuple(inputs.shape[-2:]) == tuple(config.input_size):
+        return inputs
     return F.interpolate(inputs, size=config.input_size, mode="bilinear", align_corners=False)
 
 

@@ -61,6 +61,7 @@ from mirbatch.taxonomy import is_reserved_program
 __all__ = [
     "DEFAULT_SUPPORT_SHIFTS",
     "LR_SCHEDULES",
+    "OPTIMIZERS",
     "EpochMetrics",
     "MatcherWithAux",
     "PatchSet",
@@ -86,6 +87,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 LR_SCHEDULES = ("constant", "cosine")
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "rmsprop": torch.optim.RMSprop,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,  # weight decay 0.01 (torch's default)
+}
 # Each support example also enrolled an octave and a half-octave up and down: on held-out renders,
 # +0.006-0.037 accuracy over the unshifted example in few-way episodes (README, one-shot results).
 DEFAULT_SUPPORT_SHIFTS: tuple[int, ...] = (-12, -6, 0, 6, 12)
@@ -120,7 +126,11 @@ class TrainConfig:
     epochs, batch_size : training schedule (global batch).
     lr : float or None
         Learning rate; None takes the seed papers' (RMSprop 1e-3 for CNNs, Adam 6e-4 for ``siamese``,
-        5e-4 for ``residual-siamese``).
+        5e-4 for ``residual-siamese``), and 1e-3 for ``cnn-vgg``.
+    optimizer : str or None
+        ``rmsprop``, ``adam`` or ``adamw`` (Adam with decoupled weight decay 0.01); None: the
+        architecture's (``OPTIMIZERS`` order: RMSprop for ``cnn`` and ``cnn-freq`` as in the seed
+        paper, AdamW for ``cnn-vgg``, Adam for the matchers).
     val_fraction : float
         Share held out for validation: of the files for a classifier, of the labels for a matcher
         (a one-shot matcher is validated on instruments it never trained on).
@@ -140,7 +150,8 @@ class TrainConfig:
         by step; ``constant``: ``lr`` throughout (the seed papers').
     width : int or None
         Channels of the first convolution stage, doubled by later stages; None: the architecture's
-        own (16 for the matchers, 32 for ``cnn-freq``). ``cnn`` is the seed paper's fixed network.
+        own (16 for the matchers and ``cnn-vgg``, 32 for ``cnn-freq``). ``cnn`` is the seed paper's
+        fixed network.
     support_shifts : tuple of int or None
         Matchers: pitch shifts (semitones, 0 included) at which support examples are enrolled, here
         for validation and the unknown threshold, and by default wherever the checkpoint enrolls; None:
@@ -163,10 +174,13 @@ class TrainConfig:
     use_gpu: bool = False
     aux_weight: float = 1.0
     lr_schedule: str = "constant"
+    optimizer: str | None = None
     width: int | None = None
     support_shifts: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
         if self.width is not None and (self.architecture == "cnn" or self.width < 1):
@@ -198,6 +212,15 @@ class TrainConfig:
         if self.lr is not None:
             return self.lr
         return {"siamese": 6e-4, "residual-siamese": 5e-4}.get(self.architecture, 1e-3)
+
+    @property
+    def optimizer_name(self) -> str:
+        """The optimizer in force: ``optimizer``, else the architecture's."""
+        if self.optimizer is not None:
+            return self.optimizer
+        if is_matcher(self.architecture):
+            return "adam"
+        return "adamw" if self.architecture == "cnn-vgg" else "rmsprop"
 
     @property
     def predicted(self) -> int | None:
@@ -584,7 +607,8 @@ def build_cache(
 def default_features(architecture: str, kind: str | None = None, wavelet: str = "morse") -> FeatureConfig:
     """Feature config for training ``architecture``: ``kind`` mel or scalogram (default: mel for
     classifiers, scalogram for matchers, as in the seed papers). Matchers take 96x96 inputs (the
-    patches' native 96 frequency rows), which keeps them fast."""
+    patches' native 96 frequency rows), which keeps them fast; ``cnn-vgg`` takes patches as they
+    are (96x44 log-mel, 96x112 scalogram)."""
     kind = kind or ("scalogram" if is_matcher(architecture) else "mel")
     config: FeatureConfig
     if kind == "scalogram":
@@ -593,6 +617,8 @@ def default_features(architecture: str, kind: str | None = None, wavelet: str = 
         config = MelConfig()
     else:
         raise ValueError(f"unknown features {kind!r}: use mel or scalogram")
+    if architecture == "cnn-vgg":
+        return replace(config, input_size=config.native_size)
     return replace(config, input_size=(96, 96)) if is_matcher(architecture) else config
 
 
@@ -780,11 +806,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     model = build_model(loop_config["architecture"], len(labels), **loop_config["model_params"])
     if matcher:
         model = MatcherWithAux(model, len(labels))  # type: ignore[arg-type]
-    optimizer: torch.optim.Optimizer = (
-        torch.optim.Adam(model.parameters(), lr=loop_config["lr"])
-        if matcher
-        else torch.optim.RMSprop(model.parameters(), lr=loop_config["lr"])
-    )
+    optimizer = OPTIMIZERS[loop_config["optimizer"]](model.parameters(), lr=loop_config["lr"])
     start_epoch, history, best_acc, best_epoch = 1, [], -1.0, 0
     best_state = _export_state(model, predicted)
     # This attempt's own latest checkpoint (after a worker failure), else an earlier attempt's.
@@ -980,6 +1002,7 @@ def train(
         "batch_size": config.batch_size,
         "lr": config.learning_rate,
         "lr_schedule": config.lr_schedule,
+        "optimizer": config.optimizer_name,
         "model_params": config.model_params,
         "patience": config.patience,
         "seed": config.seed,
@@ -1068,7 +1091,7 @@ def train(
             "batch_size": config.batch_size,
             "lr": config.learning_rate,
             "lr_schedule": config.lr_schedule,
-            "optimizer": "adam" if is_matcher(config.architecture) else "rmsprop",
+            "optimizer": config.optimizer_name,
             "seed": config.seed,
             "split": f"by {config.split}, {config.val_fraction:.0%} validation",
             "augment": config.augment.to_dict(),

@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 from mirbatch.features import MelConfig
 from mirbatch.models import (
     DEFAULT_CLASSIFIER,
+    VGGCNN,
     CheckpointError,
     CheckpointMeta,
     SeedCNN,
@@ -35,6 +36,18 @@ def test_seed_cnn_layer_shapes() -> None:
     model.train()
     torch.manual_seed(0)
     assert not torch.equal(model(x), model(x))
+
+
+@pytest.mark.parametrize("size", [(96, 44), (96, 112)])  # unresized log-mel and scalogram patches
+def test_vgg_cnn_keeps_frequency_bands_on_native_patches(size: tuple[int, int]) -> None:
+    model = VGGCNN(n_labels=18).eval()
+    x = torch.rand(3, 1, *size)
+    assert model.features(x).shape == (3, 64, 6, size[1] // 4)  # rows 96 -> 6, time halved twice
+    assert model(x).shape == (3, 18)
+    # The head sees the 6 bands apart: one pattern low or high in frequency gives other logits.
+    low, high = torch.zeros(1, 1, *size), torch.zeros(1, 1, *size)
+    low[..., 2:10, :], high[..., -10:-2, :] = 1.0, 1.0
+    assert not torch.allclose(model(low), model(high), atol=1e-4)
 
 
 def test_checkpoint_round_trip(tmp_path: Path) -> None:

@@ -256,6 +256,32 @@ def test_a_scalogram_model_trains_and_tags(small_data: Path, tmp_path: Path) -> 
 
 
 @pytest.mark.slow
+def test_the_vgg_classifier_trains_on_unresized_patches_with_adamw_and_tags(small_data: Path, tmp_path: Path) -> None:
+    import pandas as pd
+
+    from mirbatch.pipeline import TagConfig, run_tag
+
+    out = tmp_path / "vgg.safetensors"
+    args = [
+        "train", "--model", "cnn-vgg", "--data", str(small_data), "--out", str(out), "--epochs", "6",
+        "--val-fraction", "0.3", "--augment-copies", "1", "--batch-size", "16", "--lr-schedule", "cosine",
+        "--storage", str(tmp_path / "runs"),
+    ]  # fmt: skip
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    checkpoint = load_checkpoint(str(out))
+    assert checkpoint.meta.features.input_size == (96, 44)  # the mel patch as computed: never resized
+    assert checkpoint.meta.training["optimizer"] == "adamw" and checkpoint.meta.training["lr"] == 1e-3
+    assert checkpoint.meta.metrics["val_file_accuracy"] >= 0.6  # 3 labels, chance 1/3
+    run_tag(TagConfig(sources=(str(small_data / "flute"),), out=str(tmp_path / "out"), model=str(out)))
+    df = pd.read_parquet(tmp_path / "out")
+    assert len(df) == len(list((small_data / "flute").glob("*.wav"))) and (df["status"] == "ok").all()
+    assert df["model"].str.startswith("vgg@").all()
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        TrainConfig(data=("x",), optimizer="sgd")
+
+
+@pytest.mark.slow
 def test_a_matcher_trains_on_pairs_and_evaluates_on_unseen_labels(tmp_path: Path) -> None:
     """``train --model residual-siamese`` on Ray Train, validated on labels it never sees, then
     ``eval --n-way`` on other labels beside the MFCC nearest-neighbour baseline."""
