@@ -3,7 +3,8 @@
 1. ``build_cache`` decodes every file once, adds ``AugmentConfig.variants`` augmented copies of each
    training file (EQ, reverb, noise, pitch, band limit, mixing), cuts all of them into unresized
    feature patches and writes ``train.npz`` / ``val.npz`` (numeric arrays only: loaded without
-   pickle). The split is by file, so no file has patches on both sides.
+   pickle). The split is by file (by planned clip for renders and morphs), so no file has patches on
+   both sides.
 2. ``train_loop`` runs in every Ray Train worker: each epoch draws as many patches as the clean
    training set has from the clean and augmented ones, shards them by rank, trains the DDP model,
    evaluates its shard of the validation files and all-reduces the counts, so every worker takes
@@ -33,6 +34,11 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+import mirbatch.aggregate
+import mirbatch.audio
+import mirbatch.augment
+import mirbatch.baseline
+import mirbatch.features
 from mirbatch.aggregate import active_patches
 from mirbatch.audio import DecodeError, decode
 from mirbatch.augment import AugmentConfig, augment_clip
@@ -86,6 +92,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# The modules a cached patch's values come from (decode, augment, gate, features, MFCC stats).
+_PATCH_CODE = (mirbatch.audio, mirbatch.augment, mirbatch.aggregate, mirbatch.features, mirbatch.baseline)
+
 LR_SCHEDULES = ("constant", "cosine")
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "rmsprop": torch.optim.RMSprop,
@@ -129,7 +138,7 @@ class TrainConfig:
         5e-4 for ``residual-siamese``), and 1e-3 for ``cnn-vgg``.
     optimizer : str or None
         ``rmsprop``, ``adam`` or ``adamw`` (Adam with decoupled weight decay 0.01); None: the
-        architecture's (``OPTIMIZERS`` order: RMSprop for ``cnn`` and ``cnn-freq`` as in the seed
+        architecture's (RMSprop for ``cnn`` and ``cnn-freq`` as in the seed
         paper, AdamW for ``cnn-vgg``, Adam for the matchers).
     val_fraction : float
         Share held out for validation: of the files for a classifier, of the labels for a matcher
@@ -186,7 +195,7 @@ class TrainConfig:
         if self.width is not None and (self.architecture == "cnn" or self.width < 1):
             raise ValueError(
                 "width must be a positive channel count and is not for cnn (the seed paper's fixed network); "
-                "use cnn-freq, siamese or residual-siamese to size a model"
+                "use cnn-freq, cnn-vgg, siamese or residual-siamese to size a model"
             )
         if self.support_shifts is not None:
             if not is_matcher(self.architecture):
@@ -233,7 +242,7 @@ class TrainConfig:
         return "label" if is_matcher(self.architecture) else "file"
 
     def cache_key(self, files: Sequence[LabelledFile]) -> str:
-        """What the cached features depend on: files, labels, split, features, augmentation, seed."""
+        """What the cached features depend on: files, labels, split, features, augmentation, seed, code."""
         payload = {
             "files": [(f.path, f.label, f.group) for f in files],  # the group decides the split
             "labels": list(self.labels or ()),
@@ -243,8 +252,18 @@ class TrainConfig:
             "seed": self.seed,
             "features": self.features.to_dict(),
             "augment": self.augment.to_dict(),
+            "code": _patch_code_digest(),
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _patch_code_digest() -> str:
+    """Digest of the modules a cached patch is computed by: a cache built by other decoding,
+    augmentation or feature code (an upgrade, a local change) is never reused."""
+    digest = hashlib.sha256()
+    for module in _PATCH_CODE:
+        digest.update(Path(str(module.__file__)).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,7 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
 def test_bundled_default_loads() -> None:
     checkpoint = load_checkpoint(DEFAULT_CLASSIFIER)
     assert sorted(checkpoint.meta.labels) == sorted(DEFAULT_LABELS)
-    assert checkpoint.meta.architecture in ("cnn", "cnn-freq")
+    assert checkpoint.meta.architecture in ("cnn", "cnn-freq", "cnn-vgg")
     assert checkpoint.meta.features.name == "mel"
     assert any("fluidr3" in d for d in checkpoint.meta.training["data"])
 

@@ -130,6 +130,21 @@ def test_a_cached_feature_set_is_only_reused_for_the_same_split_groups() -> None
     assert config.cache_key(files) != config.cache_key(grouped)
 
 
+def test_a_cached_feature_set_is_not_reused_by_other_feature_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mirbatch.augment
+
+    files = [LabelledFile("/d/cello/a.wav", "cello")]
+    config = TrainConfig(data=("d",))
+    before = config.cache_key(files)
+    assert config.cache_key(files) == before  # the same code: the cache is found again
+    edited = tmp_path / "augment.py"
+    edited.write_bytes(Path(str(mirbatch.augment.__file__)).read_bytes() + b"\n# a changed augmentation\n")
+    monkeypatch.setattr(mirbatch.augment, "__file__", str(edited))
+    assert config.cache_key(files) != before
+
+
 def test_support_shifts_default_by_features_and_are_checked() -> None:
     scalogram, mel = default_features("residual-siamese"), default_features("residual-siamese", "mel")
     assert TrainConfig(data=("x",), architecture="residual-siamese", features=scalogram).shot_shifts == (
