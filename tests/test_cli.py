@@ -9,7 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from mirbatch.cli import main
-from mirbatch.models import load_checkpoint
+from mirbatch.features import FEATURES
+from mirbatch.models import ARCHITECTURES, load_checkpoint
+from mirbatch.training import LR_SCHEDULES, OPTIMIZERS
 
 
 def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -30,6 +32,17 @@ def test_expected_commands_exist() -> None:
     expected = {("tag",), ("train",), ("eval",), ("data", "render"), ("show",)}
     expected |= {("support", "add"), ("support", "list"), ("support", "remove")}
     assert expected <= set(COMMANDS)
+
+
+def test_train_choices_name_exactly_what_the_library_registers() -> None:
+    # The CLI spells its choices out so that `--help` need not import torch; this keeps them in step.
+    choices = {
+        p.name: sorted(p.type.choices) for p in main.commands["train"].params if isinstance(p.type, click.Choice)
+    }
+    assert choices["architecture"] == sorted(ARCHITECTURES)
+    assert choices["optimizer"] == sorted(OPTIMIZERS)
+    assert choices["lr_schedule"] == sorted(LR_SCHEDULES)
+    assert choices["features"] == sorted(FEATURES)
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
