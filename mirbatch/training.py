@@ -60,7 +60,15 @@ from mirbatch.matching import (
     file_score_matrix,
     run_episodes,
 )
-from mirbatch.models import CheckpointMeta, Matcher, build_model, count_parameters, is_matcher, save_checkpoint
+from mirbatch.models import (
+    ARCHITECTURES,
+    CheckpointMeta,
+    Matcher,
+    build_model,
+    count_parameters,
+    is_matcher,
+    save_checkpoint,
+)
 from mirbatch.sources import S3Options, filesystem
 from mirbatch.taxonomy import is_reserved_program
 
@@ -193,9 +201,10 @@ class TrainConfig:
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
         if self.width is not None and (self.architecture == "cnn" or self.width < 1):
+            *others, last = (name for name in ARCHITECTURES if name != "cnn")
             raise ValueError(
                 "width must be a positive channel count and is not for cnn (the seed paper's fixed network); "
-                "use cnn-freq, cnn-vgg, siamese or residual-siamese to size a model"
+                f"use {', '.join(others)} or {last} to size a model"
             )
         if self.support_shifts is not None:
             if not is_matcher(self.architecture):
