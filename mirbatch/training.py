@@ -103,6 +103,9 @@ log = logging.getLogger(__name__)
 # The modules a cached patch's values come from (decode, augment, gate, features, MFCC stats).
 _PATCH_CODE = (mirbatch.audio, mirbatch.augment, mirbatch.aggregate, mirbatch.features, mirbatch.baseline)
 
+# What the split keeps on one side (datasets.layouts.split_by_file / split_by_label), for checkpoint metadata.
+_SPLIT_UNITS = {"file": "file (renders and morphs of one planned clip together)", "label": "label"}
+
 LR_SCHEDULES = ("constant", "cosine")
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "rmsprop": torch.optim.RMSprop,
@@ -1121,7 +1124,7 @@ def train(
             "lr_schedule": config.lr_schedule,
             "optimizer": config.optimizer_name,
             "seed": config.seed,
-            "split": f"by {config.split}, {config.val_fraction:.0%} validation",
+            "split": f"by {_SPLIT_UNITS[config.split]}, {config.val_fraction:.0%} validation",
             "augment": config.augment.to_dict(),
             "workers": config.workers,
             **({"aux_weight": config.aux_weight} if is_matcher(config.architecture) else {}),
