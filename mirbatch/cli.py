@@ -231,11 +231,13 @@ def show(out: str, limit: int) -> None:
 @click.option(
     "--model",
     "architecture",
-    type=click.Choice(["cnn", "cnn-freq", "cnn-vgg", "siamese", "residual-siamese"]),
+    type=click.Choice(["cnn", "cnn-freq", "cnn-vgg", "cnn-harmonic", "siamese", "residual-siamese"]),
     default="cnn",
     show_default=True,
     help="cnn: the seed paper's CNN; cnn-freq: the same with batch norm and a frequency-aware head; "
-    "cnn-vgg: eight 3x3 convolutions on unresized patches, frequency-aware head (best across libraries); "
+    "cnn-vgg: eight 3x3 convolutions on unresized patches, frequency-aware head; "
+    "cnn-harmonic: cnn-vgg beside a network on each frame's harmonic levels, their answers multiplied "
+    "(best across libraries measured); "
     "siamese / residual-siamese: one-shot matchers trained on same/different pairs (validated on held-out labels).",
 )
 @data_option
@@ -289,14 +291,14 @@ def show(out: str, limit: int) -> None:
     type=click.FloatRange(min=0, min_open=True),
     default=None,
     help="Learning rate (default: the seed papers': 1e-3 RMSprop for cnn, 6e-4 / 5e-4 Adam for the matchers; "
-    "1e-3 for cnn-vgg).",
+    "1e-3 for cnn-vgg and cnn-harmonic).",
 )
 @click.option(
     "--optimizer",
     type=click.Choice(["rmsprop", "adam", "adamw"]),
     default=None,
-    help="Default: RMSprop for cnn and cnn-freq (the seed paper's), AdamW (weight decay 0.01) for cnn-vgg, "
-    "Adam for the matchers.",
+    help="Default: RMSprop for cnn and cnn-freq (the seed paper's), AdamW (weight decay 0.01) for cnn-vgg "
+    "and cnn-harmonic, Adam for the matchers.",
 )
 @click.option(
     "--lr-schedule",
@@ -311,7 +313,8 @@ def show(out: str, limit: int) -> None:
     type=click.IntRange(min=1),
     default=None,
     help="Channels of the first convolution stage, doubled by later stages (default: 16 for the "
-    "matchers and cnn-vgg, 32 for cnn-freq; cnn is the seed paper's fixed network). Wider learns more, runs slower.",
+    "matchers, cnn-vgg and cnn-harmonic, 32 for cnn-freq; cnn is the seed paper's fixed network). Wider "
+    "learns more, runs slower.",
 )
 @click.option(
     "--support-shifts",

@@ -31,6 +31,7 @@ __all__ = [
     "SeedCNN",
     "FreqCNN",
     "VGGCNN",
+    "HarmonicCNN",
     "WeightedL1Head",
     "Matcher",
     "SiameseNet",
@@ -225,6 +226,51 @@ class VGGCNN(nn.Module):
         return self.classifier(torch.cat([h.mean(-1), h.amax(-1)], dim=1).flatten(1))
 
 
+class HarmonicCNN(nn.Module):
+    """``cnn-vgg`` on the log-mel rows beside a per-frame network on the harmonic-level rows.
+
+    Log-mel CNNs trained on two sample libraries learn cues that a third library's strings lack
+    (bow noise, vibrato) and hear its single-cycle violins as saxophones; the levels of a note's
+    harmonics, read per harmonic number, carry the instrument family across libraries
+    (``features.harmonic_levels``). The harmonic branch sees one frame at a time plus its two
+    neighbours (two 1-D convolutions over 25 rows of levels and pitch and the frame's loudness),
+    pooled by mean and max over the patch.
+
+    Each branch has its own classifier and, while training, its own loss: trained together on one
+    sum, the branch that learns the training libraries fastest (the log-mel one) would leave the
+    other nothing to learn. The answer is their product (the sum of log-probabilities).
+
+    Input ``x`` [shape=(batch, 1, mel rows + harmonic_rows, frames)] -> logits [shape=(batch,
+    n_labels)] in eval mode, per-branch logits [shape=(batch, 2, n_labels)] in train mode.
+    """
+
+    def __init__(self, n_labels: int, harmonic_rows: int, width: int = 16, hidden: int = 128, dropout: float = 0.5):
+        super().__init__()
+        self.harmonic_rows = harmonic_rows
+        self.mel = VGGCNN(n_labels, width=width)
+        self.harmonic = nn.Sequential(
+            nn.Conv1d(harmonic_rows + 1, hidden, 1, bias=False),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Conv1d(hidden, hidden, 3, padding=1, bias=False),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(inplace=True),
+        )
+        self.harmonic_head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * hidden, n_labels))
+
+    def branch_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the log-mel and harmonic branches [shape=(batch, 2, n_labels)]."""
+        mel, harmonic = x[:, :, : -self.harmonic_rows], x[:, 0, -self.harmonic_rows :]
+        loudness = mel[:, 0].amax(dim=1, keepdim=True)  # each frame's level under the patch peak, in [0, 1]
+        h = self.harmonic(torch.cat([harmonic, loudness], dim=1))
+        harmonic_logits = self.harmonic_head(torch.cat([h.mean(-1), h.amax(-1)], dim=1))
+        return torch.stack([self.mel(mel), harmonic_logits], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.branch_logits(x)
+        return logits if self.training else F.log_softmax(logits, dim=-1).sum(1)
+
+
 class SiameseNet(Matcher):
     """The seed paper's VGG-type twin network, sized to run fast.
 
@@ -299,6 +345,7 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "cnn": SeedCNN,
     "cnn-freq": FreqCNN,
     "cnn-vgg": VGGCNN,
+    "cnn-harmonic": HarmonicCNN,
     "siamese": SiameseNet,
     "residual-siamese": ResidualSiameseNet,
 }

@@ -82,6 +82,7 @@ __all__ = [
     "RunStorage",
     "TrainConfig",
     "augment_patches",
+    "classifier_loss",
     "build_cache",
     "build_patch_set",
     "calibrate_matcher",
@@ -107,6 +108,7 @@ _PATCH_CODE = (mirbatch.audio, mirbatch.augment, mirbatch.aggregate, mirbatch.fe
 _SPLIT_UNITS = {"file": "file (renders and morphs of one planned clip together)", "label": "label"}
 
 LR_SCHEDULES = ("constant", "cosine")
+HARMONICS = 24  # harmonic levels cnn-harmonic reads: up to 5.3 kHz at a violin's G3
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "rmsprop": torch.optim.RMSprop,
     "adam": torch.optim.Adam,
@@ -146,11 +148,11 @@ class TrainConfig:
     epochs, batch_size : training schedule (global batch).
     lr : float or None
         Learning rate; None takes the seed papers' (RMSprop 1e-3 for CNNs, Adam 6e-4 for ``siamese``,
-        5e-4 for ``residual-siamese``), and 1e-3 for ``cnn-vgg``.
+        5e-4 for ``residual-siamese``), and 1e-3 for ``cnn-vgg`` and ``cnn-harmonic``.
     optimizer : str or None
         ``rmsprop``, ``adam`` or ``adamw`` (Adam with decoupled weight decay 0.01); None: the
         architecture's (RMSprop for ``cnn`` and ``cnn-freq`` as in the seed
-        paper, AdamW for ``cnn-vgg``, Adam for the matchers).
+        paper, AdamW for ``cnn-vgg`` and ``cnn-harmonic``, Adam for the matchers).
     val_fraction : float
         Share held out for validation: of the files for a classifier, of the labels for a matcher
         (a one-shot matcher is validated on instruments it never trained on).
@@ -170,8 +172,8 @@ class TrainConfig:
         by step; ``constant``: ``lr`` throughout (the seed papers').
     width : int or None
         Channels of the first convolution stage, doubled by later stages; None: the architecture's
-        own (16 for the matchers and ``cnn-vgg``, 32 for ``cnn-freq``). ``cnn`` is the seed paper's
-        fixed network.
+        own (16 for the matchers, ``cnn-vgg`` and ``cnn-harmonic``, 32 for ``cnn-freq``). ``cnn`` is
+        the seed paper's fixed network.
     support_shifts : tuple of int or None
         Matchers: pitch shifts (semitones, 0 included) at which support examples are enrolled, here
         for validation and the unknown threshold, and by default wherever the checkpoint enrolls; None:
@@ -209,6 +211,11 @@ class TrainConfig:
                 "width must be a positive channel count and is not for cnn (the seed paper's fixed network); "
                 f"use {', '.join(others)} or {last} to size a model"
             )
+        if self.architecture == "cnn-harmonic":
+            if not self.features.harmonic_rows:
+                raise ValueError("cnn-harmonic reads harmonic levels beside log-mel: train it with mel features")
+            if self.aux_labels:
+                raise ValueError("auxiliary labels are for cnn, cnn-freq and cnn-vgg, not cnn-harmonic")
         if self.support_shifts is not None:
             if not is_matcher(self.architecture):
                 raise ValueError("support shifts are for matchers (siamese, residual-siamese), not classifiers")
@@ -226,7 +233,10 @@ class TrainConfig:
     @property
     def model_params(self) -> dict[str, Any]:
         """Keyword arguments of the architecture (stored in the checkpoint to rebuild it)."""
-        return {} if self.width is None else {"width": self.width}
+        params: dict[str, Any] = {} if self.width is None else {"width": self.width}
+        if self.architecture == "cnn-harmonic":
+            params["harmonic_rows"] = self.features.harmonic_rows
+        return params
 
     @property
     def learning_rate(self) -> float:
@@ -241,7 +251,7 @@ class TrainConfig:
             return self.optimizer
         if is_matcher(self.architecture):
             return "adam"
-        return "adamw" if self.architecture == "cnn-vgg" else "rmsprop"
+        return "adamw" if self.architecture in ("cnn-vgg", "cnn-harmonic") else "rmsprop"
 
     @property
     def predicted(self) -> int | None:
@@ -438,32 +448,45 @@ def build_patch_set(
     return _concat(parts)
 
 
-def augment_patches(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def augment_patches(x: torch.Tensor, generator: torch.Generator, fixed_rows: int = 0) -> torch.Tensor:
     """Cheap per-batch augmentation of unresized patches [shape=(b, 1, rows, columns)] in [0, 1].
 
     - a raised floor (a noise floor 30-80 dB under the peak) on half the patches;
     - a shift of up to 2 rows (frequency bands): small tuning differences;
     - one frequency mask and one time mask (SpecAugment): no single band or instant decides.
+
+    The last ``fixed_rows`` rows (harmonic levels and pitch, ``MelConfig.harmonics``) are not a
+    spectrum: only the time mask reaches them.
     """
-    b, _, rows, columns = x.shape
+    spectral = x.shape[2] - fixed_rows
+    b, _, rows, columns = x[:, :, :spectral].shape
     floor = torch.rand(b, 1, 1, 1, generator=generator) * 0.6
     floor = torch.where(torch.rand(b, 1, 1, 1, generator=generator) < 0.5, floor, torch.zeros_like(floor))
-    x = torch.maximum(x, floor)
-    out = torch.empty_like(x)
+    x = torch.cat([torch.maximum(x[:, :, :spectral], floor), x[:, :, spectral:]], dim=2)
+    out = x.clone()
     shifts = torch.randint(-2, 3, (b,), generator=generator).tolist()
     f_width = torch.randint(0, rows // 8 + 1, (b,), generator=generator).tolist()
     t_width = torch.randint(0, columns // 6 + 1, (b,), generator=generator).tolist()
     for i, s in enumerate(shifts):
-        out[i] = torch.roll(x[i], shifts=s, dims=-2)
+        out[i, :, :spectral] = torch.roll(x[i, :, :spectral], shifts=s, dims=-2)
         if s > 0:
             out[i, :, :s] = x[i, :, :1]
         elif s < 0:
-            out[i, :, s:] = x[i, :, -1:]
+            out[i, :, spectral + s : spectral] = x[i, :, spectral - 1 : spectral]
         f0 = int(torch.randint(0, rows - f_width[i] + 1, (1,), generator=generator))
         t0 = int(torch.randint(0, columns - t_width[i] + 1, (1,), generator=generator))
         out[i, :, f0 : f0 + f_width[i]] = 0.0
         out[i, :, :, t0 : t0 + t_width[i]] = 0.0
     return out
+
+
+def classifier_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of logits [shape=(b, labels)], or the sum over branches of a model that answers
+    per branch while training (``cnn-harmonic``: [shape=(b, branches, labels)])."""
+    if logits.dim() == 2:
+        return F.cross_entropy(logits, targets)
+    branches = logits.shape[1]
+    return branches * F.cross_entropy(logits.flatten(0, 1), targets.repeat_interleave(branches))
 
 
 @torch.inference_mode()
@@ -639,16 +662,19 @@ def default_features(architecture: str, kind: str | None = None, wavelet: str = 
     """Feature config for training ``architecture``: ``kind`` mel or scalogram (default: mel for
     classifiers, scalogram for matchers, as in the seed papers). Matchers take 96x96 inputs (the
     patches' native 96 frequency rows), which keeps them fast; ``cnn-vgg`` takes patches as they
-    are (96x44 log-mel, 96x112 scalogram)."""
+    are (96x44 log-mel, 96x112 scalogram), ``cnn-harmonic`` log-mel patches with the levels of 24
+    harmonics and the pitch under them (121x44)."""
     kind = kind or ("scalogram" if is_matcher(architecture) else "mel")
     config: FeatureConfig
     if kind == "scalogram":
+        if architecture == "cnn-harmonic":
+            raise ValueError("cnn-harmonic reads harmonic levels beside log-mel: use --features mel")
         config = ScalogramConfig(wavelet=wavelet)
     elif kind == "mel":
-        config = MelConfig()
+        config = MelConfig(harmonics=HARMONICS if architecture == "cnn-harmonic" else 0)
     else:
         raise ValueError(f"unknown features {kind!r}: use mel or scalogram")
-    if architecture == "cnn-vgg":
+    if architecture in ("cnn-vgg", "cnn-harmonic"):
         return replace(config, input_size=config.native_size)
     return replace(config, input_size=(96, 96)) if is_matcher(architecture) else config
 
@@ -892,7 +918,8 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                 idx = order[step * per_worker_batch : (step + 1) * per_worker_batch]
                 if len(idx) == 0:
                     idx = order[:per_worker_batch]
-            x = resize_patches(augment_patches(train_set.inputs[idx].float(), generator), features).to(device)
+            x = train_set.inputs[idx].float()
+            x = resize_patches(augment_patches(x, generator, features.harmonic_rows), features).to(device)
             if matcher:
                 owner = torch.from_numpy(train_set.owner[idx.numpy()]).to(device)
                 targets = train_set.targets[idx].to(device)
@@ -901,7 +928,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                 if loop_config["aux_weight"] > 0:
                     loss = loss + loop_config["aux_weight"] * F.cross_entropy(class_logits, targets)
             else:
-                loss = F.cross_entropy(model(x), train_set.targets[idx].to(device))
+                loss = classifier_loss(model(x), train_set.targets[idx].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -297,6 +297,27 @@ def test_the_vgg_classifier_trains_on_unresized_patches_with_adamw_and_tags(smal
 
 
 @pytest.mark.slow
+def test_the_harmonic_classifier_trains_both_branches_and_tags(small_data: Path, tmp_path: Path) -> None:
+    import pandas as pd
+
+    from mirbatch.evaluate import evaluate_classifier
+    from mirbatch.pipeline import TagConfig, run_tag
+
+    features = default_features("cnn-harmonic")
+    config = _config(small_data, architecture="cnn-harmonic", features=features, epochs=4, batch_size=16)
+    path, _ = train(config, tmp_path / "harm.safetensors", storage=str(tmp_path / "runs"), log_line=lambda _: None)
+    checkpoint = load_checkpoint(str(path))
+    assert checkpoint.meta.features == features and checkpoint.meta.features.input_size == (121, 44)
+    assert checkpoint.meta.params == {"harmonic_rows": 25}
+    report = evaluate_classifier(str(path), [small_data])
+    assert report.file.accuracy >= 0.6  # 3 labels, chance 1/3; training files included
+    run_tag(TagConfig(sources=(str(small_data / "tuba"),), out=str(tmp_path / "out"), model=str(path)))
+    df = pd.read_parquet(tmp_path / "out")
+    assert len(df) == len(list((small_data / "tuba").glob("*.wav"))) and (df["status"] == "ok").all()
+    assert np.allclose(df["top_scores"].map(sum), 1.0, atol=1e-3)  # the product of the branches, renormalized
+
+
+@pytest.mark.slow
 def test_a_matcher_trains_on_pairs_and_evaluates_on_unseen_labels(tmp_path: Path) -> None:
     """``train --model residual-siamese`` on Ray Train, validated on labels it never sees, then
     ``eval --n-way`` on other labels beside the MFCC nearest-neighbour baseline."""
