@@ -108,7 +108,7 @@ _PATCH_CODE = (mirbatch.audio, mirbatch.augment, mirbatch.aggregate, mirbatch.fe
 _SPLIT_UNITS = {"file": "file (renders and morphs of one planned clip together)", "label": "label"}
 
 LR_SCHEDULES = ("constant", "cosine")
-HARMONICS = 24  # harmonic levels cnn-harmonic reads: up to 5.3 kHz at a violin's G3
+HARMONICS = 24  # harmonic levels cnn-harmonic reads: up to 4.7 kHz at a violin's G3
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "rmsprop": torch.optim.RMSprop,
     "adam": torch.optim.Adam,
@@ -213,7 +213,10 @@ class TrainConfig:
             )
         if self.architecture == "cnn-harmonic":
             if not self.features.harmonic_rows:
-                raise ValueError("cnn-harmonic reads harmonic levels beside log-mel: train it with mel features")
+                raise ValueError(
+                    "cnn-harmonic reads harmonic rows under the log-mel ones: give it default_features('cnn-harmonic') "
+                    "(mel features with harmonics)"
+                )
             if self.aux_labels:
                 raise ValueError("auxiliary labels are for cnn, cnn-freq and cnn-vgg, not cnn-harmonic")
         if self.support_shifts is not None:

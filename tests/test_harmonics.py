@@ -116,7 +116,7 @@ def test_batch_augmentation_only_masks_harmonic_rows_in_time() -> None:
 def test_the_harmonic_model_needs_harmonic_rows() -> None:
     with pytest.raises(ValueError, match="--features mel"):
         default_features("cnn-harmonic", "scalogram")
-    with pytest.raises(ValueError, match="train it with mel features"):
+    with pytest.raises(ValueError, match="mel features with harmonics"):
         TrainConfig(data=("x",), architecture="cnn-harmonic")  # plain mel: no harmonic rows
     with pytest.raises(ValueError, match="auxiliary labels"):
         TrainConfig(data=("x",), architecture="cnn-harmonic", features=HARMONIC_CONFIG, aux_labels=("rest",))
