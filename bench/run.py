@@ -31,10 +31,14 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
 import torch
+
+if TYPE_CHECKING:
+    from mirbatch.models import Checkpoint
 
 RATE = 44100
 
@@ -83,20 +87,30 @@ def make_corpus(root: Path, hours: float) -> tuple[list[Path], Path]:
     return files, long
 
 
-def users_loop(files: list[Path], model: torch.nn.Module) -> float:
-    """The baseline: what a user writes by hand. Returns audio seconds processed."""
+def users_loop(files: list[Path], checkpoint: Checkpoint) -> float:
+    """The baseline: what a user writes by hand, per file, for the checkpoint's features and model:
+    ``librosa`` decode and log-mel (and, for a model that reads them, the harmonic rows from a
+    ``librosa`` STFT), 1 s patches every 0.5 s, the same CNN. Returns audio seconds processed."""
     import librosa
 
+    from mirbatch.features import HARMONIC_N_FFT, harmonic_levels
+
+    features = checkpoint.meta.features
     audio_s = 0.0
     for path in files:
         y, sr = librosa.load(str(path), sr=22050, mono=True)
         mel = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=2048, hop_length=512, n_mels=96)
         db = librosa.power_to_db(mel, ref=np.max, top_db=80.0)
-        patches = [db[:, s : s + 44] for s in range(0, max(1, db.shape[1] - 44 + 1), 22)]
-        x = torch.from_numpy(np.stack([(p - p.min()) / (np.ptp(p) + 1e-6) for p in patches])[:, None]).float()
-        x = torch.nn.functional.interpolate(x, size=(150, 150), mode="bilinear", align_corners=False)
+        starts = range(0, max(1, db.shape[1] - 44 + 1), 22)
+        patches = [db[:, s : s + 44] for s in starts]
+        x = torch.from_numpy(np.stack([(p - p.min()) / (np.ptp(p) + 1e-6) for p in patches])[:, None])
+        if features.harmonic_rows:
+            spec = torch.from_numpy(np.abs(librosa.stft(y, n_fft=HARMONIC_N_FFT, hop_length=512)))
+            rows = harmonic_levels(spec, 22050, features.harmonic_rows - 1)
+            x = torch.cat([x, torch.stack([rows[:, s : s + 44] for s in starts])[:, None]], dim=2)
+        x = torch.nn.functional.interpolate(x.float(), size=features.input_size, mode="bilinear", align_corners=False)
         with torch.no_grad():
-            torch.softmax(model(x), dim=1).mean(dim=0)
+            torch.softmax(checkpoint.model(x), dim=1).mean(dim=0)
         audio_s += len(y) / sr
     return audio_s
 
@@ -176,11 +190,11 @@ def main() -> None:
 
     from mirbatch.models import load_checkpoint
 
-    model = load_checkpoint("cnn-default").model
+    checkpoint = load_checkpoint("cnn-default")
     sample = files[: args.baseline_files]
-    users_loop(sample[:5], model)  # warm-up (imports, numba)
+    users_loop(sample[:5], checkpoint)  # warm-up (imports, numba)
     t0 = time.perf_counter()
-    audio = users_loop(sample, model)
+    audio = users_loop(sample, checkpoint)
     loop_rate = audio / (time.perf_counter() - t0)
     print(f"\n[1] users' loop (librosa + CNN), {len(sample)} files: {loop_rate:8.1f} audio-s/s   1.00x")
 
