@@ -93,22 +93,24 @@ def users_loop(files: list[Path], checkpoint: Checkpoint) -> float:
     ``librosa`` STFT), 1 s patches every 0.5 s, the same CNN. Returns audio seconds processed."""
     import librosa
 
-    from mirbatch.features import HARMONIC_N_FFT, harmonic_levels
+    from mirbatch.features import HARMONIC_N_FFT, MelConfig, harmonic_levels, resize_patches
 
-    features = checkpoint.meta.features
+    cfg = checkpoint.meta.features
+    assert isinstance(cfg, MelConfig), "the users' loop computes log-mel patches"
+    width = cfg.patch_frames
     audio_s = 0.0
     for path in files:
-        y, sr = librosa.load(str(path), sr=22050, mono=True)
-        mel = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=2048, hop_length=512, n_mels=96)
-        db = librosa.power_to_db(mel, ref=np.max, top_db=80.0)
-        starts = range(0, max(1, db.shape[1] - 44 + 1), 22)
-        patches = [db[:, s : s + 44] for s in starts]
+        y, sr = librosa.load(str(path), sr=cfg.sample_rate, mono=True)
+        mel = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=cfg.n_fft, hop_length=cfg.hop_length, n_mels=cfg.n_mels)
+        db = librosa.power_to_db(mel, ref=np.max, top_db=cfg.top_db)
+        starts = range(0, max(1, db.shape[1] - width + 1), cfg.patch_hop_frames)
+        patches = [db[:, s : s + width] for s in starts]
         x = torch.from_numpy(np.stack([(p - p.min()) / (np.ptp(p) + 1e-6) for p in patches])[:, None])
-        if features.harmonic_rows:
-            spec = torch.from_numpy(np.abs(librosa.stft(y, n_fft=HARMONIC_N_FFT, hop_length=512)))
-            rows = harmonic_levels(spec, 22050, features.harmonic_rows - 1)
-            x = torch.cat([x, torch.stack([rows[:, s : s + 44] for s in starts])[:, None]], dim=2)
-        x = torch.nn.functional.interpolate(x.float(), size=features.input_size, mode="bilinear", align_corners=False)
+        if cfg.harmonics:
+            spec = torch.from_numpy(np.abs(librosa.stft(y, n_fft=HARMONIC_N_FFT, hop_length=cfg.hop_length)))
+            rows = harmonic_levels(spec, cfg.sample_rate, cfg.harmonics)
+            x = torch.cat([x, torch.stack([rows[:, s : s + width] for s in starts])[:, None]], dim=2)
+        x = resize_patches(x.float(), cfg)
         with torch.no_grad():
             torch.softmax(checkpoint.model(x), dim=1).mean(dim=0)
         audio_s += len(y) / sr
