@@ -59,12 +59,12 @@ cross-library: install system-deps $(DATA)/fluidr3_vary_s1/render.json $(DATA)/f
 		--out $(CROSS_OUT).safetensors --storage build/runs
 	$(MIRBATCH) eval --model $(CROSS_OUT).safetensors --data $(DATA)/timgm6mb_s2 --report $(CROSS_OUT)
 
-# render.json is written last, so an interrupted render is redone.
-$(DATA)/fluidr3_vary_s1/render.json:
+# render.json is written last, so an interrupted render is redone; renders that exist are kept.
+$(DATA)/fluidr3_vary_s1/render.json: | install system-deps
 	$(MIRBATCH) data render --soundfont fluidr3 --out $(@D) --per-class 200 --seed 1 --vary
-$(DATA)/freepats_s1/render.json:
+$(DATA)/freepats_s1/render.json: | install system-deps
 	$(MIRBATCH) data render --soundfont freepats --out $(@D) --per-class 200 --seed 1
-$(DATA)/timgm6mb_s2/render.json:
+$(DATA)/timgm6mb_s2/render.json: | install system-deps
 	$(MIRBATCH) data render --soundfont timgm6mb --out $(@D) --per-class 40 --seed 2
 
 # The bundled matcher: taxonomy labels + the extra GM programs, minus ten extras held out for the
