@@ -16,6 +16,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from mirbatch.datasets.render import resolve_library
 from mirbatch.taxonomy import TAXONOMY
@@ -49,24 +50,32 @@ class SampleHeader:
     loop_seconds: float
 
 
-def _chunks(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
-    """(chunk id, data offset, size) of the RIFF chunks between ``start`` and ``end``."""
-    while start + 8 <= end:
+def _chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """(chunk id, body) of the RIFF chunks that make up ``data``."""
+    start = 0
+    while start + 8 <= len(data):
         chunk_id, size = data[start : start + 4], struct.unpack("<I", data[start + 4 : start + 8])[0]
-        yield chunk_id, start + 8, size
-        start += 8 + size + (size & 1)
+        yield chunk_id, data[start + 8 : start + 8 + size]
+        start += 8 + size + (size & 1)  # chunks are padded to an even size
+
+
+def _pdta(f: BinaryIO, path: Path) -> bytes:
+    """The body of the ``pdta`` list of the SF2 file ``f``; the sample data (most of it) is skipped."""
+    if f.read(4) != b"RIFF" or f.read(8)[4:] != b"sfbk":
+        raise ValueError(f"{path} is not a SoundFont 2 file (no RIFF sfbk header)")
+    while len(header := f.read(8)) == 8:
+        chunk_id, size = header[:4], struct.unpack("<I", header[4:])[0]
+        kind = f.read(4) if chunk_id == b"LIST" else b""
+        if kind == b"pdta":
+            return f.read(size - 4)
+        f.seek(size + (size & 1) - len(kind), 1)
+    raise ValueError(f"{path}: no pdta list (preset, instrument and sample tables)")
 
 
 def read_tables(path: Path) -> dict[str, Records]:
     """The SF2 ``pdta`` tables named in ``_RECORDS``, as lists of unpacked records."""
-    data = path.read_bytes()
-    if data[:4] != b"RIFF" or data[8:12] != b"sfbk":
-        raise ValueError(f"{path} is not a SoundFont 2 file (no RIFF sfbk header)")
-    raw: dict[str, bytes] = {}
-    for chunk_id, offset, size in _chunks(data, 12, len(data)):
-        if chunk_id == b"LIST" and data[offset : offset + 4] == b"pdta":
-            for sub_id, sub_offset, sub_size in _chunks(data, offset + 4, offset + size):
-                raw[sub_id.decode("ascii")] = data[sub_offset : sub_offset + sub_size]
+    with path.open("rb") as f:
+        raw = {chunk_id.decode("ascii"): body for chunk_id, body in _chunks(_pdta(f, path))}
     missing = set(_RECORDS) - set(raw)
     if missing:
         raise ValueError(f"{path}: SF2 tables missing: {sorted(missing)}")
