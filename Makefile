@@ -25,7 +25,7 @@ demo: install
 lint: install
 	$(VENV)/bin/ruff check mirbatch tests scripts bench
 	$(VENV)/bin/ruff format --check mirbatch tests scripts bench
-	$(VENV)/bin/mypy mirbatch bench scripts
+	$(VENV)/bin/mypy mirbatch tests bench scripts
 
 test: install system-deps lint
 	$(VENV)/bin/pytest

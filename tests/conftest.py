@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -31,7 +32,7 @@ def ray_session() -> Iterator[None]:
     temp_dir = tempfile.mkdtemp(prefix="mbray", dir="/tmp")
     # Loopback-only test cluster without token auth, so CLI subprocesses can join it by address.
     os.environ["RAY_AUTH_MODE"] = "disabled"
-    ray.init(address="local", num_cpus=2, _temp_dir=temp_dir, logging_level="WARNING")
+    ray.init(address="local", num_cpus=2, _temp_dir=temp_dir, logging_level=logging.WARNING)
     yield
     ray.shutdown()
     shutil.rmtree(temp_dir, ignore_errors=True)

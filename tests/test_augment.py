@@ -183,7 +183,7 @@ def test_wavetable_sustains_keep_noise_silence_and_the_attack() -> None:
 
 def test_augment_clip_with_everything_off_returns_the_input() -> None:
     y = _tone(440)
-    off = AugmentConfig(**{**{name: 0.0 for name in AUGMENTATIONS}, "mix": 0.0})
+    off = AugmentConfig.from_dict({**{name: 0.0 for name in AUGMENTATIONS}, "mix": 0.0})
     np.testing.assert_array_equal(augment_clip(y, RATE, off, np.random.default_rng(0), lambda: _tone(1000)), y)
 
 

@@ -22,7 +22,9 @@ F0 = 344.53125  # bin 16 of a 1024-point FFT at 22,050 Hz: harmonics sit on bins
 
 def _tone(harmonic_db: list[float], seconds: float = 1.0) -> np.ndarray:
     t = np.arange(int(seconds * RATE)) / RATE
-    return sum(10 ** (db / 20) * np.sin(2 * np.pi * F0 * k * t) for k, db in enumerate(harmonic_db, 1)) * 0.1
+    return (
+        np.sum([10 ** (db / 20) * np.sin(2 * np.pi * F0 * k * t) for k, db in enumerate(harmonic_db, 1)], axis=0) * 0.1
+    )
 
 
 def _harmonic_db(y: np.ndarray) -> np.ndarray:

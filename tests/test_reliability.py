@@ -184,7 +184,7 @@ def test_a_sigkilled_model_worker_loses_nothing(tmp_path: Path) -> None:
     while not victims and time.time() < deadline and process.poll() is None:
         if list(out.glob("part-*.parquet")):  # mid-run: results are coming out
             alive = list_actors(address=address, filters=[("state", "=", "ALIVE")])
-            victims = [a.pid for a in alive if "ScoreActor" in (a.class_name or "")]
+            victims = [a.pid for a in alive if a.pid is not None and "ScoreActor" in (a.class_name or "")]
         time.sleep(0.1)
     assert victims, "no model actor was found while the run was going"
     os.kill(victims[0], signal.SIGKILL)

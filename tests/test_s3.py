@@ -113,6 +113,7 @@ class _FlakyProxy:
         self.failed_gets: set[str] = set()
         self.fail_puts = False
         target = urlsplit(upstream)
+        host = target.hostname or "127.0.0.1"
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -129,7 +130,7 @@ class _FlakyProxy:
                     return self._fail(503, "SlowDown")
                 if self.command == "PUT" and proxy.fail_puts:
                     return self._fail(500, "InternalError")
-                connection = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+                connection = http.client.HTTPConnection(host, target.port, timeout=30)
                 # The upstream's own Host header (moto reads the bucket from it).
                 drop = ("host", "expect", "transfer-encoding", "content-length")
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in drop}

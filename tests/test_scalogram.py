@@ -159,7 +159,7 @@ def test_output_shape_and_range() -> None:
 
 def _harmonic_tone(hz: float) -> np.ndarray:
     t = np.arange(RATE) / RATE
-    return sum(np.sin(2 * np.pi * hz * h * t) / h for h in (1, 2, 3, 4)).astype(np.float32)
+    return np.sum([np.sin(2 * np.pi * hz * h * t) / h for h in (1, 2, 3, 4)], axis=0).astype(np.float32)
 
 
 @pytest.mark.parametrize("semitones", [12, 6, -12])

@@ -19,7 +19,7 @@ from mirbatch.cli import main
 from mirbatch.datasets.render import RenderConfig, render_dataset
 from mirbatch.features import make_featurizer, shift_pitch
 from mirbatch.matching import embed_patches
-from mirbatch.models import CheckpointMeta, build_model, load_checkpoint, save_checkpoint
+from mirbatch.models import CheckpointMeta, Matcher, build_model, load_checkpoint, save_checkpoint
 from mirbatch.output import OUTPUT_SCHEMA
 from mirbatch.support import SUPPORT_FILE, SupportError, SupportLibrary, enroll
 from mirbatch.training import default_features
@@ -102,6 +102,7 @@ def test_examples_are_enrolled_at_the_models_pitch_shifts(shots: Path, tmp_path:
     features = checkpoint.meta.features
     batch = make_featurizer(features)([decode(one.read_bytes(), features.sample_rate).samples], resize=False)
     patches = batch.inputs[torch.from_numpy(active_patches(batch.level_db))][up["patch"].tolist()]
+    assert isinstance(checkpoint.model, Matcher)
     expected = embed_patches(checkpoint.model, features, shift_pitch(patches, 12, features)).numpy()
     np.testing.assert_allclose(np.stack(up["embedding"].to_numpy()), expected, atol=1e-4)
 

@@ -239,9 +239,12 @@ def test_a_killed_worker_is_replaced_and_the_run_completes(small_data: Path, tmp
         time.sleep(0.2)
     import ray
 
-    alive = [("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")]
+    alive: list[tuple[str, str, str | bool | int | float]] = [
+        ("class_name", "=", "RayTrainWorker"),
+        ("state", "=", "ALIVE"),
+    ]
     workers = list_actors(address=ray.get_runtime_context().gcs_address, filters=alive)
-    assert workers, "no training worker found"
+    assert workers and workers[0].pid is not None, "no training worker found"
     os.kill(workers[0].pid, signal.SIGKILL)
     thread.join(timeout=600)
     assert "error" not in outcome, outcome.get("error")
