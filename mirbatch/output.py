@@ -131,7 +131,6 @@ class ResultWriter:
         self.run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
         self._rows: list[dict[str, Any]] = []
         self._seq = 0
-        self.rows_written = 0
         self.fs.makedirs(self.root, exist_ok=True)
         # A new run makes the dataset incomplete until it commits.
         if self.fs.exists(f"{self.root}/{SUCCESS_FILE}"):
@@ -156,7 +155,6 @@ class ResultWriter:
         pq.write_table(table, buffer, compression="zstd")
         _write_atomic(self.fs, self.root, f"part-{self.run_id}-{self._seq:05d}.parquet", buffer.getvalue())
         self._seq += 1
-        self.rows_written += len(self._rows)
         self._rows = []
 
     def commit(self, summary: dict[str, Any]) -> None:
