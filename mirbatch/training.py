@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import math
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -959,7 +960,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         metrics = EpochMetrics(epoch, float(counts[4] / counts[5]), patch_acc, file_acc, time.perf_counter() - started)
         history.append(asdict(metrics))
         if rank == 0:
-            _log_epoch(history[-1], print, matcher)
+            _log_epoch(history[-1], _worker_log_line, matcher)
         if file_acc > best_acc:
             best_acc, best_epoch = file_acc, epoch
             best_state = _export_state(_unwrap(model), predicted)
@@ -978,6 +979,16 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             ray.train.report(report, checkpoint=saved)
         if stop:
             break
+
+
+def _worker_log_line(line: str) -> None:
+    """Write a line to a Ray Train worker's stdout, which Ray streams to the driver.
+
+    Not ``print``: Ray Train 2.60 replaces it in its workers with one that writes each line both to
+    the stream and to a logger that reaches the driver too, so every line showed twice.
+    """
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def _log_epoch(metrics: dict[str, Any], log_line: Callable[[str], None], matcher: bool) -> None:

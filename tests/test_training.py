@@ -177,6 +177,25 @@ def test_two_workers_match_one_within_noise(small_data: Path, tmp_path: Path) ->
 
 
 @pytest.mark.slow
+def test_the_command_shows_each_epoch_once(small_data: Path, tmp_path: Path) -> None:
+    import ray
+
+    # Its own driver process, as a user runs it: Ray streams the worker's lines to that driver.
+    command = [
+        sys.executable, "-m", "mirbatch.cli", "train", "--data", str(small_data),
+        "--out", str(tmp_path / "model.safetensors"), "--epochs", "2", "--val-fraction", "0.3",
+        "--augment", "none", "--storage", str(tmp_path / "runs"),
+        "--address", ray.get_runtime_context().gcs_address,
+    ]  # fmt: skip
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = (result.stdout + result.stderr).splitlines()
+    # The worker's first epoch line; the second may still be in flight when the driver exits.
+    assert sum("epoch   1  loss" in line for line in lines) == 1, "\n".join(lines[-40:])
+
+
+@pytest.mark.slow
 def test_interrupted_run_resumes_from_its_checkpoint(small_data: Path, tmp_path: Path) -> None:
     import ray
 
