@@ -960,7 +960,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         metrics = EpochMetrics(epoch, float(counts[4] / counts[5]), patch_acc, file_acc, time.perf_counter() - started)
         history.append(asdict(metrics))
         if rank == 0:
-            _log_epoch(history[-1], _worker_log_line, matcher)
+            _log_epoch(history[-1], matcher)
         if file_acc > best_acc:
             best_acc, best_epoch = file_acc, epoch
             best_state = _export_state(_unwrap(model), predicted)
@@ -981,23 +981,19 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             break
 
 
-def _worker_log_line(line: str) -> None:
-    """Write a line to a Ray Train worker's stdout, which Ray streams to the driver.
+def _log_epoch(metrics: dict[str, Any], matcher: bool) -> None:
+    """Write an epoch's line to the Ray Train worker's stdout, which Ray streams to the driver.
 
     Not ``print``: Ray Train 2.60 replaces it in its workers with one that writes each line both to
     the stream and to a logger that reaches the driver too, so every line showed twice.
     """
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
-def _log_epoch(metrics: dict[str, Any], log_line: Callable[[str], None], matcher: bool) -> None:
     names = ("val pair acc", "val 5-way 1-shot") if matcher else ("val patch acc", "val file acc")
-    log_line(
+    sys.stdout.write(
         f"epoch {metrics['epoch']:3d}  loss {metrics['train_loss']:.4f}  {names[0]} "
         f"{metrics['val_patch_accuracy']:.3f}  {names[1]} {metrics['val_file_accuracy']:.3f}  "
-        f"({metrics['seconds']:.0f}s)"
+        f"({metrics['seconds']:.0f}s)\n"
     )
+    sys.stdout.flush()
 
 
 def train(
