@@ -36,6 +36,22 @@ def small_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+# The test cluster listens on loopback without token auth (conftest).
+CLUSTER_ENV = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+
+
+def _train_command(data: Path, out: Path, storage: Path, *options: str) -> list[str]:
+    """``mirbatch train`` as its own driver process on the test cluster (``command[3:]`` are its
+    arguments)."""
+    import ray
+
+    return [
+        sys.executable, "-m", "mirbatch.cli", "train", "--data", str(data), "--out", str(out), *options,
+        "--val-fraction", "0.3", "--augment", "none", "--storage", str(storage),
+        "--address", ray.get_runtime_context().gcs_address,
+    ]  # fmt: skip
+
+
 def _config(data: Path, **overrides: object) -> TrainConfig:
     base = {"data": (str(data),), "epochs": 3, "val_fraction": 0.3, "augment": AugmentConfig(variants=1)}
     return TrainConfig(**{**base, **overrides})  # type: ignore[arg-type]
@@ -178,17 +194,9 @@ def test_two_workers_match_one_within_noise(small_data: Path, tmp_path: Path) ->
 
 @pytest.mark.slow
 def test_the_command_shows_each_epoch_once(small_data: Path, tmp_path: Path) -> None:
-    import ray
-
     # Its own driver process, as a user runs it: Ray streams the worker's lines to that driver.
-    command = [
-        sys.executable, "-m", "mirbatch.cli", "train", "--data", str(small_data),
-        "--out", str(tmp_path / "model.safetensors"), "--epochs", "2", "--val-fraction", "0.3",
-        "--augment", "none", "--storage", str(tmp_path / "runs"),
-        "--address", ray.get_runtime_context().gcs_address,
-    ]  # fmt: skip
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+    command = _train_command(small_data, tmp_path / "model.safetensors", tmp_path / "runs", "--epochs", "2")
+    result = subprocess.run(command, env=CLUSTER_ENV, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = (result.stdout + result.stderr).splitlines()
     # The worker's first epoch line; the second may still be in flight when the driver exits.
@@ -197,17 +205,10 @@ def test_the_command_shows_each_epoch_once(small_data: Path, tmp_path: Path) -> 
 
 @pytest.mark.slow
 def test_interrupted_run_resumes_from_its_checkpoint(small_data: Path, tmp_path: Path) -> None:
-    import ray
-
     storage = tmp_path / "runs"
     out = tmp_path / "resumed.safetensors"
-    command = [
-        sys.executable, "-m", "mirbatch.cli", "train", "--data", str(small_data), "--out", str(out),
-        "--epochs", "40", "--patience", "40", "--val-fraction", "0.3", "--augment", "none",
-        "--storage", str(storage), "--address", ray.get_runtime_context().gcs_address,
-    ]  # fmt: skip
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = _train_command(small_data, out, storage, "--epochs", "40", "--patience", "40")
+    process = subprocess.Popen(command, env=CLUSTER_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run_dir = storage / "resumed"
     deadline = time.time() + 240
     while (
