@@ -8,6 +8,7 @@ metrics).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -16,13 +17,14 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save_file
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from mirbatch.baseline import MfccSvm
 from mirbatch.features import FeatureConfig, check_pitch_shifts, feature_config_from_dict
@@ -41,6 +43,7 @@ __all__ = [
     "is_matcher",
     "count_parameters",
     "build_model",
+    "inference_model",
     "CheckpointMeta",
     "Checkpoint",
     "CheckpointError",
@@ -54,6 +57,7 @@ __all__ = [
     "DEFAULT_MATCHER",
 ]
 
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 _FORMAT = "mirbatch-checkpoint/1"
 BUNDLED_MODELS: tuple[str, ...] = ("cnn-default", "siamese-default")
 DEFAULT_CLASSIFIER = "cnn-default"
@@ -367,6 +371,30 @@ def build_model(architecture: str, n_labels: int, **params: Any) -> nn.Module:
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
     return ARCHITECTURES[architecture](n_labels=n_labels, **params)
+
+
+def inference_model(model: ModuleT) -> ModuleT:
+    """A copy of ``model``, in eval mode, made to predict fast where it lives.
+
+    Each batch norm that follows a convolution is folded into that convolution's weights and bias
+    (it is an affine map in eval mode), and on the CPU the weights are kept channels-last, the
+    layout oneDNN's convolutions work in, so activations stay in it from layer to layer instead of
+    being reordered around every convolution. The outputs are ``model``'s up to float rounding
+    (tests/test_models.py); on 64-patch batches on a 2-core CPU the bundled classifier ran 2.3x
+    as fast and the matcher's embedding 1.4x (bench/run.py prints the ratio). The copy is for
+    inference only: its batch norms are gone, so it cannot be trained or saved as a checkpoint.
+    """
+    fast = copy.deepcopy(model).eval()
+    for block in [m for m in fast.modules() if isinstance(m, nn.Sequential)]:
+        for i in range(len(block) - 1):
+            conv, norm = block[i], block[i + 1]
+            if isinstance(conv, nn.Conv1d | nn.Conv2d) and isinstance(norm, nn.BatchNorm1d | nn.BatchNorm2d):
+                block[i] = fuse_conv_bn_eval(conv, norm)
+                block[i + 1] = nn.Identity()
+    for module in fast.modules():
+        if isinstance(module, nn.Conv2d) and module.weight.device.type == "cpu":
+            module.weight.data = module.weight.data.contiguous(memory_format=torch.channels_last)
+    return fast
 
 
 class CheckpointError(Exception):

@@ -33,6 +33,7 @@ from mirbatch.models import (
     Checkpoint,
     Matcher,
     checkpoint_from_bytes,
+    inference_model,
     read_checkpoint_bytes,
 )
 from mirbatch.output import ResultWriter, completed_file_ids, reset_output
@@ -202,6 +203,7 @@ class ScoreActor:
         # ``checkpoint`` is [ObjectRef of the file's bytes]: put in the object store once by the
         # driver and fetched here, rather than copied into every actor's creation arguments.
         self.checkpoint = checkpoint_from_bytes(ray.get(checkpoint[0]), name, self.device)
+        self.model = inference_model(self.checkpoint.model)
         self.featurizer = make_featurizer(self.checkpoint.meta.features).to(self.device)
         self.batch_size = batch_size
         # ``support`` is [ObjectRef of the support arrays] in match mode (fetched once, like the checkpoint).
@@ -218,7 +220,7 @@ class ScoreActor:
         with torch.inference_mode():
             for start in range(0, len(patches.owner), self.batch_size):
                 x = self.featurizer.resize(patches.inputs[start : start + self.batch_size])
-                model = self.checkpoint.model
+                model = self.model
                 if self.support is not None and isinstance(model, Matcher):
                     scores = score_against_support(model.head, model.embed(x).float(), self.support)
                 else:

@@ -25,7 +25,7 @@ from mirbatch.aggregate import active_patches
 from mirbatch.audio import DecodeError, decode
 from mirbatch.features import check_pitch_shifts, make_featurizer, shifts_key
 from mirbatch.matching import SupportSet, embed_support_patches
-from mirbatch.models import DEFAULT_MATCHER, Checkpoint, Matcher, load_checkpoint
+from mirbatch.models import DEFAULT_MATCHER, Checkpoint, Matcher, inference_model, load_checkpoint
 from mirbatch.sources import FileRecord, S3Options, list_sources, read_bytes
 
 __all__ = [
@@ -214,12 +214,12 @@ def embed_records(
     Returns (rows in SUPPORT_SCHEMA for every sounding patch, [(path, reason)] of files that could not
     be used).
     """
-    model = checkpoint.model
-    if not isinstance(model, Matcher):
+    if not isinstance(checkpoint.model, Matcher):
         raise SupportError(
             f"model {checkpoint.name} ({checkpoint.meta.architecture}) is a classifier; support libraries need a "
             f"matcher: {DEFAULT_MATCHER}, or a checkpoint trained with --model siamese|residual-siamese"
         )
+    model = inference_model(checkpoint.model)
     features = checkpoint.meta.features
     featurizer = make_featurizer(features)
     now = datetime.now(UTC)

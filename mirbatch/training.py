@@ -67,6 +67,7 @@ from mirbatch.models import (
     Matcher,
     build_model,
     count_parameters,
+    inference_model,
     is_matcher,
     save_checkpoint,
 )
@@ -500,9 +501,9 @@ def predict_files(
     """Return (patch probabilities [shape=(patches, labels)], file scores [shape=(files, labels)]).
 
     File scores are the mean of the file's active patches' probabilities (as ``tag`` computes them).
-    Only clean patches (variant 0) count.
+    Only clean patches (variant 0) count. ``model`` runs as ``models.inference_model`` makes it.
     """
-    model.eval()
+    model = inference_model(model)
     device = next(model.parameters()).device
     probs = []
     for start in range(0, len(patches.targets), batch_size):
@@ -735,8 +736,9 @@ def embed_clean_patches(
     model: Matcher, features: FeatureConfig, patches: PatchSet, shifts: Sequence[int] = (0,)
 ) -> tuple[torch.Tensor, np.ndarray]:
     """Embeddings of the clean (not augmented) sounding patches at each pitch shift
-    [shape=(len(shifts) * n, dim)], shift-major as ``embed_support_patches``, and their files' indices."""
-    model.eval()
+    [shape=(len(shifts) * n, dim)], shift-major as ``embed_support_patches``, and their files' indices.
+    ``model`` runs as ``models.inference_model`` makes it."""
+    model = inference_model(model)
     use = patches.active & (patches.variant == 0)
     emb, _ = embed_support_patches(model, features, patches.inputs[torch.from_numpy(use)], shifts)
     return emb, np.tile(patches.owner[use], len(shifts))

@@ -9,14 +9,20 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
+from torch import nn
 
 from mirbatch.features import MelConfig
 from mirbatch.models import (
+    ARCHITECTURES,
+    BUNDLED_MODELS,
     DEFAULT_CLASSIFIER,
     VGGCNN,
     CheckpointError,
     CheckpointMeta,
+    Matcher,
     SeedCNN,
+    build_model,
+    inference_model,
     load_checkpoint,
     save_checkpoint,
 )
@@ -48,6 +54,66 @@ def test_vgg_cnn_keeps_frequency_bands_on_native_patches(size: tuple[int, int]) 
     low, high = torch.zeros(1, 1, *size), torch.zeros(1, 1, *size)
     low[..., 2:10, :], high[..., -10:-2, :] = 1.0, 1.0
     assert not torch.allclose(model(low), model(high), atol=1e-4)
+
+
+# Patch sizes each architecture reads: the seed's resize, log-mel with 25 harmonic rows, scalograms.
+_INPUT_ROWS_COLUMNS = {
+    "cnn": (150, 150),
+    "cnn-freq": (150, 150),
+    "cnn-vgg": (96, 44),
+    "cnn-harmonic": (96 + 25, 44),
+    "siamese": (96, 96),
+    "residual-siamese": (96, 96),
+}
+
+
+def _outputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        return model.embed(x) if isinstance(model, Matcher) else model(x)
+
+
+def _check_inference_copy(model: nn.Module, x: torch.Tensor) -> None:
+    """The fast copy gives the model's outputs up to float rounding and leaves the model as it was."""
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    layers = [type(m) for m in model.modules()]
+    eager = _outputs(model, x)
+    fast = inference_model(model)
+    # Folding rescales each convolution's weights by its batch norm's 1/sqrt(var): rounding of the
+    # order of float32's epsilon times the largest output, far under any difference between labels.
+    tolerance = 1e-5 * float(eager.abs().max()) + 1e-6
+    for batch in (x, x[:1]):  # also a batch of one, as the last batch of a file often is
+        assert (_outputs(fast, batch) - _outputs(model, batch)).abs().max() <= tolerance
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules()), "every 2-D batch norm folded"
+    assert all(
+        m.weight.is_contiguous(memory_format=torch.channels_last) for m in fast.modules() if isinstance(m, nn.Conv2d)
+    )
+    assert [type(m) for m in model.modules()] == layers, "the model itself keeps its batch norms"
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("name", BUNDLED_MODELS)
+def test_the_inference_copy_of_a_bundled_model_predicts_the_same(name: str) -> None:
+    model = load_checkpoint(name).model
+    rows, columns = _INPUT_ROWS_COLUMNS[load_checkpoint(name).meta.architecture]
+    _check_inference_copy(model, torch.rand(16, 1, rows, columns, generator=torch.Generator().manual_seed(0)))
+
+
+@pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
+def test_the_inference_copy_of_every_architecture_predicts_the_same(architecture: str) -> None:
+    params = {"harmonic_rows": 25} if architecture == "cnn-harmonic" else {}
+    model = build_model(architecture, 18, **params)
+    # Fresh batch norms are identities; give them statistics and scales as training would.
+    generator = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d) and m.affine:
+            assert m.running_mean is not None and m.running_var is not None
+            m.running_mean.normal_(generator=generator)
+            m.running_var.uniform_(0.25, 4.0, generator=generator)
+            m.weight.data.normal_(generator=generator)
+            m.bias.data.normal_(generator=generator)
+    model.eval()
+    rows, columns = _INPUT_ROWS_COLUMNS[architecture]
+    _check_inference_copy(model, torch.rand(16, 1, rows, columns, generator=generator))
 
 
 def test_checkpoint_round_trip(tmp_path: Path) -> None:
