@@ -118,22 +118,30 @@ def users_loop(files: list[Path], checkpoint: Checkpoint) -> float:
     return audio_s
 
 
-def model_rates(checkpoint: Checkpoint, batches: int = 40) -> tuple[float, float]:
+def model_rates(checkpoint: Checkpoint, rounds: int = 20, calls: int = 3) -> tuple[float, float]:
     """Patches per second of the checkpoint's model as loaded and of ``inference_model`` of it (what
-    tagging runs), on the same 64-patch batches, each timed after a warm-up call."""
+    tagging runs) on the same 64-patch batch. The two take turns, ``calls`` batches at a time, so
+    both see the same machine: on this shared one the rate of either moves by up to 2x between runs.
+    """
     from mirbatch.features import resize_patches
     from mirbatch.models import inference_model
 
-    x = resize_patches(torch.rand(64, 1, *checkpoint.meta.features.native_size), checkpoint.meta.features)
-    rates = []
-    for model in (checkpoint.model, inference_model(checkpoint.model)):
-        with torch.inference_mode():
-            model(x)
-            t0 = time.perf_counter()
-            for _ in range(batches):
-                model(x)
-        rates.append(batches * len(x) / (time.perf_counter() - t0))
-    return rates[0], rates[1]
+    features = checkpoint.meta.features
+    # Patches are min-max scaled to [0, 1], as the featurizer makes them.
+    x = resize_patches(torch.rand(64, 1, *features.native_size, generator=torch.Generator().manual_seed(0)), features)
+    models = (checkpoint.model, inference_model(checkpoint.model))
+    spent = [0.0, 0.0]
+    with torch.inference_mode():
+        for model in models:
+            model(x)  # warm-up: oneDNN picks its kernels on the first call
+        for _ in range(rounds):
+            for i, model in enumerate(models):
+                t0 = time.perf_counter()
+                for _ in range(calls):
+                    model(x)
+                spent[i] += time.perf_counter() - t0
+    patches = rounds * calls * len(x)
+    return patches / spent[0], patches / spent[1]
 
 
 class PeakMemory:

@@ -380,9 +380,10 @@ def inference_model(model: ModuleT) -> ModuleT:
     (it is an affine map in eval mode), and on the CPU the weights are kept channels-last, the
     layout oneDNN's convolutions work in, so activations stay in it from layer to layer instead of
     being reordered around every convolution. The outputs are ``model``'s up to float rounding
-    (tests/test_models.py); on 64-patch batches on a 2-core CPU the bundled classifier ran 2.3x
-    as fast and the matcher's embedding 1.4x (bench/run.py prints the ratio). The copy is for
-    inference only: its batch norms are gone, so it cannot be trained or saved as a checkpoint.
+    (tests/test_models.py); on 64-patch batches of real patches on a 2-core CPU the bundled
+    classifier ran 1.5-1.7x as fast and the matcher's embedding 1.2-1.4x (bench/run.py prints the
+    classifier's ratio). The copy is for inference only: its batch norms are gone, so it cannot be
+    trained or saved as a checkpoint.
     """
     fast = copy.deepcopy(model).eval()
     for block in [m for m in fast.modules() if isinstance(m, nn.Sequential)]:
