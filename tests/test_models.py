@@ -1,4 +1,5 @@
-"""The seed CNN's shapes and the checkpoint format (safetensors + JSON metadata, never pickle)."""
+"""The seed CNN's shapes, the checkpoint format (safetensors + JSON metadata, never pickle) and the
+fast inference copy of every architecture (``inference_model``)."""
 
 from __future__ import annotations
 
@@ -93,9 +94,11 @@ def _check_inference_copy(model: nn.Module, x: torch.Tensor) -> None:
 
 @pytest.mark.parametrize("name", BUNDLED_MODELS)
 def test_the_inference_copy_of_a_bundled_model_predicts_the_same(name: str) -> None:
-    model = load_checkpoint(name).model
-    rows, columns = _INPUT_ROWS_COLUMNS[load_checkpoint(name).meta.architecture]
-    _check_inference_copy(model, torch.rand(16, 1, rows, columns, generator=torch.Generator().manual_seed(0)))
+    checkpoint = load_checkpoint(name)
+    rows, columns = _INPUT_ROWS_COLUMNS[checkpoint.meta.architecture]
+    _check_inference_copy(
+        checkpoint.model, torch.rand(16, 1, rows, columns, generator=torch.Generator().manual_seed(0))
+    )
 
 
 @pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
