@@ -38,6 +38,13 @@ def ray_session() -> Iterator[None]:
     shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+@pytest.fixture
+def cluster_env(ray_session: None) -> dict[str, str]:
+    """The environment of a CLI subprocess that joins the session's Ray as its own driver (the test
+    cluster listens on loopback without token auth)."""
+    return {**os.environ, "RAY_AUTH_MODE": "disabled"}
+
+
 @pytest.fixture(scope="session")
 def fluidr3_clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two FluidR3_GM clips per taxonomy label (a seed the bundled model was not trained on)."""

@@ -146,11 +146,12 @@ def _exactly_once(out: Path, source: Path) -> pd.DataFrame:
 
 
 @pytest.mark.slow
-def test_a_killed_driver_and_a_rerun_end_with_every_input_once(tmp_path: Path) -> None:
+def test_a_killed_driver_and_a_rerun_end_with_every_input_once(tmp_path: Path, cluster_env: dict[str, str]) -> None:
     source = _audio_folder(tmp_path / "audio", 300)
     out = tmp_path / "labels"
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    process = subprocess.Popen(_command(source, out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        _command(source, out), env=cluster_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 300
     while not list(out.glob("part-*.parquet")) and time.time() < deadline and process.poll() is None:
         time.sleep(0.2)
@@ -159,25 +160,24 @@ def test_a_killed_driver_and_a_rerun_end_with_every_input_once(tmp_path: Path) -
     assert not (out / "_SUCCESS").exists(), "the run finished before it could be killed"
     done_before = len(pd.read_parquet(out))
     assert 0 < done_before < 300
-    rerun = subprocess.run(_command(source, out), env=env, capture_output=True, text=True, check=False)
+    rerun = subprocess.run(_command(source, out), env=cluster_env, capture_output=True, text=True, check=False)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert f"{done_before} already done" in rerun.stdout
     _exactly_once(out, source)
     # --no-resume starts over cleanly: the same inputs, once each, all from the new run.
-    fresh = subprocess.run([*_command(source, out), "--no-resume"], env=env, capture_output=True, text=True)
+    fresh = subprocess.run([*_command(source, out), "--no-resume"], env=cluster_env, capture_output=True, text=True)
     assert fresh.returncode == 0 and "0 already done" in fresh.stdout
     assert len(_exactly_once(out, source)) == 300
 
 
 @pytest.mark.slow
-def test_a_sigkilled_model_worker_loses_nothing(tmp_path: Path) -> None:
+def test_a_sigkilled_model_worker_loses_nothing(tmp_path: Path, cluster_env: dict[str, str]) -> None:
     import ray
     from ray.util.state import list_actors
 
     source = _audio_folder(tmp_path / "audio", 300)
     out = tmp_path / "labels"
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    process = subprocess.Popen(_command(source, out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(_command(source, out), env=cluster_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     address = ray.get_runtime_context().gcs_address
     deadline = time.time() + 300
     victims: list[int] = []

@@ -36,10 +36,6 @@ def small_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-# The test cluster listens on loopback without token auth (conftest).
-CLUSTER_ENV = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-
-
 def _train_command(data: Path, out: Path, storage: Path, *options: str) -> list[str]:
     """``mirbatch train`` as its own driver process on the test cluster (``command[3:]`` are its
     arguments)."""
@@ -193,10 +189,10 @@ def test_two_workers_match_one_within_noise(small_data: Path, tmp_path: Path) ->
 
 
 @pytest.mark.slow
-def test_the_command_shows_each_epoch_once(small_data: Path, tmp_path: Path) -> None:
+def test_the_command_shows_each_epoch_once(small_data: Path, tmp_path: Path, cluster_env: dict[str, str]) -> None:
     # Its own driver process, as a user runs it: Ray streams the worker's lines to that driver.
     command = _train_command(small_data, tmp_path / "model.safetensors", tmp_path / "runs", "--epochs", "2")
-    result = subprocess.run(command, env=CLUSTER_ENV, capture_output=True, text=True, timeout=300, check=False)
+    result = subprocess.run(command, env=cluster_env, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = (result.stdout + result.stderr).splitlines()
     # The worker's first epoch line; the second may still be in flight when the driver exits.
@@ -204,11 +200,13 @@ def test_the_command_shows_each_epoch_once(small_data: Path, tmp_path: Path) -> 
 
 
 @pytest.mark.slow
-def test_interrupted_run_resumes_from_its_checkpoint(small_data: Path, tmp_path: Path) -> None:
+def test_interrupted_run_resumes_from_its_checkpoint(
+    small_data: Path, tmp_path: Path, cluster_env: dict[str, str]
+) -> None:
     storage = tmp_path / "runs"
     out = tmp_path / "resumed.safetensors"
     command = _train_command(small_data, out, storage, "--epochs", "40", "--patience", "40")
-    process = subprocess.Popen(command, env=CLUSTER_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command, env=cluster_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run_dir = storage / "resumed"
     deadline = time.time() + 240
     while (
