@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 MIRBATCH := $(VENV)/bin/mirbatch
 DATA ?= data
 
-.PHONY: install system-deps demo test test-fast lint examples weights matcher-weights cross-library bench clean
+.PHONY: install system-deps demo test test-fast lint examples weights matcher-weights cross-library real-notes bench clean
 
 # torch first, pinned to the CPU build on this disk: otherwise pip resolves a multi-GB CUDA build.
 $(VENV)/.installed: pyproject.toml
@@ -70,6 +70,18 @@ $(DATA)/freepats_s%/render.json: | install system-deps
 	$(MIRBATCH) data render --soundfont freepats --out $(@D) --per-class 200 --seed $*
 $(DATA)/timgm6mb_s2/render.json: | install system-deps
 	$(MIRBATCH) data render --soundfont timgm6mb --out $(@D) --per-class 40 --seed 2
+
+# Recorded notes of 15 labels (npm's tonejs-instrument-*-mp3 packages, fetched with `npm pack`;
+# scripts/real_notes.py): audio that no SoundFont made, for evaluation only (README, Recorded notes).
+# REAL_MODEL chooses the classifier; the bundled matcher is tested on the same notes one-shot.
+REAL_MODEL ?= cnn-default
+real-notes: install $(DATA)/real_notes/sources.json
+	$(MIRBATCH) eval --model $(REAL_MODEL) --data $(DATA)/real_notes --report build/real-notes/$(basename $(notdir $(REAL_MODEL)))
+	$(MIRBATCH) eval --model siamese-default --data $(DATA)/real_notes --report build/real-notes/siamese-default
+
+# sources.json is written last, so an interrupted fetch is redone.
+$(DATA)/real_notes/sources.json: | install
+	$(PY) scripts/real_notes.py $(@D)
 
 # The bundled matcher: taxonomy labels + the extra GM programs, minus ten extras held out for the
 # one-shot evaluation (6,11,20,33,45,52,74,79,81,112), from all three libraries. Training now enrolls
