@@ -1,8 +1,15 @@
 """Patch scores -> file labels.
 
-A file's scores are the mean of its patches' softmax outputs (the seed paper's rule), taken over the
-patches that carry sound: patches more than ``silence_db`` under the file's loudest patch (release
-tails, pauses) are left out of the mean but still reported as segments.
+A file's scores are the mean of its patches' scores (softmax outputs; a matcher's support scores),
+taken over the patches that carry sound: patches more than ``silence_db`` under the file's loudest
+patch (pauses, the end of a release) are left out but still reported as segments. Two rules weigh
+the rest (``AGGREGATIONS``):
+
+- ``power`` (the default): each patch by its power relative to the loudest patch, so a patch 10 dB
+  under it counts a tenth. On recorded notes that ring for seconds (piano, guitars) the attack then
+  decides rather than the quiet tail: the bundled classifier named 0.681 of 364 recorded notes right
+  against 0.560 with ``mean``, and scored the same on renders (README, Recorded notes).
+- ``mean``: every sounding patch alike, the seed paper's rule (DESIGN.md).
 """
 
 from __future__ import annotations
@@ -11,9 +18,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["UNKNOWN", "Segment", "FileLabels", "active_patches", "aggregate_file"]
+__all__ = [
+    "AGGREGATIONS",
+    "DEFAULT_AGGREGATION",
+    "UNKNOWN",
+    "Segment",
+    "FileLabels",
+    "active_patches",
+    "aggregate_file",
+    "patch_weights",
+]
 
 SILENCE_DB = 50.0
+AGGREGATIONS = ("power", "mean")
+DEFAULT_AGGREGATION = "power"
 UNKNOWN = "unknown"  # match mode's label when no support label scores above the threshold
 
 
@@ -39,15 +57,42 @@ class FileLabels:
     scores: np.ndarray  # [shape=(n_labels,)]: the aggregated scores
 
 
-def active_patches(level_db: np.ndarray, silence_db: float = SILENCE_DB) -> np.ndarray:
-    """Boolean mask of patches within ``silence_db`` of the loudest one.
+def patch_weights(
+    level_db: np.ndarray,
+    aggregation: str = DEFAULT_AGGREGATION,
+    group: np.ndarray | None = None,
+    silence_db: float = SILENCE_DB,
+) -> np.ndarray:
+    """Weight of each patch in its file's scores [shape=(patches,), dtype=float32].
 
-    ``level_db`` [shape=(patches,)]. A file that is silent throughout keeps every patch.
+    Parameters
+    ----------
+    level_db : np.ndarray [shape=(patches,)]
+        Each patch's peak level in dB.
+    aggregation : str
+        ``power``: ``10 ** ((level - loudest) / 10)``, 1 for the loudest patch; ``mean``: 1.
+        Either way 0 for patches more than ``silence_db`` under the loudest. A file that is silent
+        throughout (every patch at the floor) weighs its patches alike.
+    group : np.ndarray [shape=(patches,)], optional
+        Which file (or clip) each patch belongs to, when ``level_db`` holds several; each is
+        weighed against its own loudest patch. Default: one file.
     """
-    if level_db.size == 0:
-        return np.zeros(0, dtype=bool)
-    mask = level_db >= level_db.max() - silence_db
-    return mask if mask.any() else np.ones_like(mask)
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {aggregation!r}: use one of {', '.join(AGGREGATIONS)}")
+    levels = np.asarray(level_db, dtype=np.float64)
+    if levels.size == 0:
+        return np.zeros(0, dtype=np.float32)
+    _, index = np.unique(np.zeros(len(levels)) if group is None else group, return_inverse=True)
+    loudest = np.full(index.max() + 1, -np.inf)
+    np.maximum.at(loudest, index, levels)
+    below = levels - loudest[index]
+    weights = 10.0 ** (below / 10.0) if aggregation == "power" else np.ones_like(below)
+    return np.where(below >= -silence_db, weights, 0.0).astype(np.float32)
+
+
+def active_patches(level_db: np.ndarray, silence_db: float = SILENCE_DB) -> np.ndarray:
+    """Boolean mask of the patches that carry sound (within ``silence_db`` of the loudest one)."""
+    return patch_weights(level_db, "mean", silence_db=silence_db) > 0
 
 
 def aggregate_file(
@@ -58,6 +103,7 @@ def aggregate_file(
     patch_s: float,
     top_k: int = 3,
     unknown_threshold: float | None = None,
+    aggregation: str = DEFAULT_AGGREGATION,
 ) -> FileLabels:
     """Aggregate one file's patches.
 
@@ -68,7 +114,7 @@ def aggregate_file(
     start_s : np.ndarray [shape=(patches,)]
         Patch start times in seconds.
     level_db : np.ndarray [shape=(patches,)]
-        Patch peak levels, for leaving out silent patches.
+        Patch peak levels, which weigh the patches (``patch_weights``).
     labels : sequence of str
         Label names, in score order.
     patch_s : float
@@ -78,9 +124,11 @@ def aggregate_file(
     unknown_threshold : float, optional
         Match mode: a file (or segment) whose best score is below it is labelled ``unknown``; its
         confidence stays the best label's score, and ``top_labels`` still name the candidates.
+    aggregation : str
+        How patches weigh in the file's scores (``patch_weights``).
     """
-    mask = active_patches(level_db)
-    scores = patch_scores[mask].mean(axis=0)
+    weights = patch_weights(level_db, aggregation)
+    scores = weights @ patch_scores / weights.sum()
     order = np.argsort(-scores, kind="stable")[: min(top_k, len(labels))]
     best = patch_scores.argmax(axis=1)
 

@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 
 import click
 
+from mirbatch.aggregate import AGGREGATIONS, DEFAULT_AGGREGATION
+
 __all__ = ["main", "EXIT_PARTIAL", "EXIT_ALL_FAILED"]
 
 EXIT_PARTIAL = 3
@@ -67,6 +69,18 @@ data_option = click.option(
 )
 
 
+aggregate_option = click.option(
+    "--aggregate",
+    "aggregation",
+    type=click.Choice(AGGREGATIONS),
+    default=DEFAULT_AGGREGATION,
+    show_default=True,
+    help="How a file's patches make its scores: power (each patch weighed by its power against the "
+    "loudest, so a ringing note's attack outweighs its tail) or mean (every sounding patch alike, the "
+    "seed paper's rule).",
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="mirbatch")
 def main() -> None:
@@ -113,6 +127,7 @@ def main() -> None:
 @address_option
 @click.option("--no-resume", is_flag=True, help="Discard earlier output in --out and start over.")
 @click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True, help="Labels kept in top_labels.")
+@aggregate_option
 @click.option(
     "--part-seconds",
     type=click.FloatRange(min=0.1),
@@ -135,6 +150,7 @@ def tag(
     address: str | None,
     no_resume: bool,
     top_k: int,
+    aggregation: str,
     part_seconds: float,
     s3_endpoint: str | None,
 ) -> None:
@@ -158,6 +174,7 @@ def tag(
         address=address,
         resume=not no_resume,
         top_k=top_k,
+        aggregation=aggregation,
         s3_endpoint=s3_endpoint,
         part_seconds=part_seconds,
     )
@@ -472,6 +489,7 @@ def train(
     help="Matchers: take the shots from these data sets (e.g. another sample library); default: --data.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Matchers: episode sampling seed.")
+@aggregate_option
 def evaluate(
     model: str | None,
     data: tuple[str, ...],
@@ -482,6 +500,7 @@ def evaluate(
     queries: int,
     support_data: tuple[str, ...],
     seed: int,
+    aggregation: str,
 ) -> None:
     """Evaluate a model on labelled data beside a classic baseline.
 
@@ -508,11 +527,12 @@ def evaluate(
                 episodes,
                 queries,
                 seed,
+                aggregation,
             )
         elif episodic:
             raise click.UsageError(f"--n-way/--k-shot/--support-data evaluate matchers; {name} is a classifier")
         else:
-            result = evaluate_classifier(name, [Path(d) for d in data])
+            result = evaluate_classifier(name, [Path(d) for d in data], aggregation)
     except (CheckpointError, ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(result.format())

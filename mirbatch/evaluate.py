@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from mirbatch.aggregate import DEFAULT_AGGREGATION
 from mirbatch.datasets.layouts import LabelledFile, load_dataset
 from mirbatch.matching import EpisodeResult, file_score_matrix, run_episodes
 from mirbatch.models import Matcher, load_checkpoint
@@ -102,6 +103,7 @@ class ClassifierReport:
     labels: tuple[str, ...]
     files: int
     patches: int
+    aggregation: str
     file: Scores
     patch: Scores
     baseline: Scores | None
@@ -113,6 +115,7 @@ class ClassifierReport:
             "labels": list(self.labels),
             "files": self.files,
             "patches": self.patches,
+            "aggregation": self.aggregation,
             "file_level": self.file.to_dict(),
             "patch_level": self.patch.to_dict(),
             "baseline_mfcc_svm_file_level": self.baseline.to_dict() if self.baseline else None,
@@ -121,7 +124,8 @@ class ClassifierReport:
     def format(self) -> str:
         base = self.baseline
         lines = [
-            f"model {self.model}: {self.files} files, {self.patches} patches with sound",
+            f"model {self.model}: {self.files} files, {self.patches} patches with sound "
+            f"({self.aggregation} aggregation)",
             f"{'':24}{'model':>8}{'MFCC-SVM':>10}",
             f"{'file-level accuracy':24}{self.file.accuracy:8.4f}{base.accuracy if base else float('nan'):10.4f}",
             f"{'file-level macro-F1':24}{self.file.macro_f1:8.4f}{base.macro_f1 if base else float('nan'):10.4f}",
@@ -166,8 +170,9 @@ class ClassifierReport:
         return written
 
 
-def evaluate_classifier(model: str, data: list[Path]) -> ClassifierReport:
-    """Evaluate checkpoint ``model`` (and its baseline) on the data sets ``data``."""
+def evaluate_classifier(model: str, data: list[Path], aggregation: str = DEFAULT_AGGREGATION) -> ClassifierReport:
+    """Evaluate checkpoint ``model`` (and its baseline) on the data sets ``data``; files' scores from
+    their patches' by ``aggregation`` (``aggregate.AGGREGATIONS``)."""
     checkpoint = load_checkpoint(model)
     labels = checkpoint.meta.labels
     files = [f for root in data for f in load_dataset(root)]
@@ -175,9 +180,11 @@ def evaluate_classifier(model: str, data: list[Path]) -> ClassifierReport:
     if unknown:
         raise ValueError(f"the data has labels the model does not know: {', '.join(unknown)}")
     patches = build_patch_set(files, labels, checkpoint.meta.features)
-    patch_probs, file_scores = predict_files(checkpoint.model, checkpoint.meta.features, patches)
+    patch_probs, file_scores = predict_files(
+        checkpoint.model, checkpoint.meta.features, patches, aggregation=aggregation
+    )
     file_targets = np.array([labels.index(f.label) for f in patches.files])
-    use = patches.active
+    use = patches.weights(aggregation) > 0
     baseline = None
     if checkpoint.baseline is not None:
         baseline = scores(file_targets, checkpoint.baseline.predict(patches.file_stats), labels)
@@ -187,6 +194,7 @@ def evaluate_classifier(model: str, data: list[Path]) -> ClassifierReport:
         labels=labels,
         files=len(patches.files),
         patches=int(use.sum()),
+        aggregation=aggregation,
         file=scores(file_targets, file_scores.argmax(axis=1), labels),
         patch=scores(patches.targets.numpy()[use], patch_probs.argmax(axis=1)[use], labels),
         baseline=baseline,
@@ -201,6 +209,7 @@ class MatcherReport:
     data: list[str]
     support_data: list[str]
     support_shifts: list[int]
+    aggregation: str
     labels: list[str]
     seen_in_training: list[str]
     results: list[tuple[EpisodeResult, EpisodeResult]]  # (model, baseline) per protocol
@@ -211,6 +220,7 @@ class MatcherReport:
             "data": self.data,
             "support_data": self.support_data,
             "support_shifts": self.support_shifts,
+            "aggregation": self.aggregation,
             "labels": self.labels,
             "seen_in_training": self.seen_in_training,
             "results": [
@@ -232,6 +242,7 @@ class MatcherReport:
             f"model {self.model}",
             f"queries: {', '.join(self.data)}",
             f"support: {', '.join(self.support_data)} (pitch shifts {','.join(map(str, self.support_shifts))})",
+            f"query patches: {self.aggregation} aggregation",
             f"{len(self.labels)} labels: {', '.join(self.labels)}",
         ]
         if self.seen_in_training:
@@ -267,6 +278,7 @@ def evaluate_matcher(
     episodes: int = 1000,
     queries_per_label: int = 5,
     seed: int = 0,
+    aggregation: str = DEFAULT_AGGREGATION,
 ) -> MatcherReport:
     """N-way K-shot episodes of matcher ``model`` on the labelled data sets ``data``.
 
@@ -279,6 +291,8 @@ def evaluate_matcher(
         file never its own shot.
     protocols : list of (n_way, k_shot)
         Default: the paper's 2-way 1-shot and 5-way 1-shot and 5-shot.
+    aggregation : str
+        How a query file's patches weigh in its scores (``aggregate.AGGREGATIONS``).
     """
     checkpoint = load_checkpoint(model)
     if not isinstance(checkpoint.model, Matcher):
@@ -298,12 +312,14 @@ def evaluate_matcher(
     shots = queries if same_pool else build_patch_set(shot_files, shot_labels, features)
     shifts = checkpoint.meta.support_shifts
     if same_pool:
-        q_emb, q_owner, s_emb, s_owner = embed_queries_and_shots(checkpoint.model, features, queries, shifts)
+        q_emb, q_owner, q_weight, s_emb, s_owner = embed_queries_and_shots(
+            checkpoint.model, features, queries, shifts, aggregation
+        )
     else:
-        q_emb, q_owner = embed_clean_patches(checkpoint.model, features, queries)
-        s_emb, s_owner = embed_clean_patches(checkpoint.model, features, shots, shifts)
+        q_emb, q_owner, q_weight = embed_clean_patches(checkpoint.model, features, queries, aggregation=aggregation)
+        s_emb, s_owner, _ = embed_clean_patches(checkpoint.model, features, shots, shifts)
     matrix = file_score_matrix(
-        checkpoint.model.head, q_emb, q_owner, len(queries.files), s_emb, s_owner, len(shots.files)
+        checkpoint.model.head, q_emb, q_owner, q_weight, len(queries.files), s_emb, s_owner, len(shots.files)
     )
     baseline = _mfcc_scores(queries.file_stats, shots.file_stats)
     q_names = [f.label for f in queries.files]
@@ -320,6 +336,7 @@ def evaluate_matcher(
         data=[str(d) for d in data],
         support_data=[str(d) for d in (support_data or data)],
         support_shifts=list(shifts),
+        aggregation=aggregation,
         labels=labels,
         seen_in_training=sorted(set(labels) & set(checkpoint.meta.labels)),
         results=results,

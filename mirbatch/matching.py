@@ -175,15 +175,18 @@ def file_score_matrix(
     head: WeightedL1Head,
     query_emb: torch.Tensor,
     query_owner: np.ndarray,
+    query_weight: np.ndarray,
     n_query_files: int,
     shot_emb: torch.Tensor,
     shot_owner: np.ndarray,
     n_shot_files: int,
 ) -> np.ndarray:
     """File-against-file scores: for every query file and every candidate shot file, the mean over the
-    query's patches of the best shot-patch score. [shape=(n_query_files, n_shot_files)]
+    query's patches of the best shot-patch score, weighted as ``tag`` weighs a file's patches
+    (``aggregate.patch_weights``). [shape=(n_query_files, n_shot_files)]
 
-    ``*_owner`` [shape=(patches,)] give each embedding row's file index.
+    ``*_owner`` [shape=(patches,)] give each embedding row's file index; ``query_weight``
+    [shape=(query patches,)] each query patch's weight.
     """
     support = SupportSet(
         shot_emb,
@@ -193,10 +196,11 @@ def file_score_matrix(
     )
     with torch.inference_mode():
         patch_scores = torch.sigmoid(_best_per_shot(head, query_emb, support)).numpy()
+    weight = np.asarray(query_weight, dtype=np.float64)
     sums = np.zeros((n_query_files, n_shot_files))
-    np.add.at(sums, np.asarray(query_owner), patch_scores)
-    counts = np.bincount(np.asarray(query_owner), minlength=n_query_files)
-    return sums / np.maximum(counts, 1)[:, None]
+    np.add.at(sums, np.asarray(query_owner), weight[:, None] * patch_scores)
+    totals = np.bincount(np.asarray(query_owner), weights=weight, minlength=n_query_files)
+    return sums / np.where(totals > 0, totals, 1.0)[:, None]
 
 
 @dataclass(frozen=True)

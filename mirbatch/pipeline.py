@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from mirbatch.aggregate import aggregate_file
+from mirbatch.aggregate import DEFAULT_AGGREGATION, aggregate_file
 from mirbatch.decoding import DECODED_SCHEMA, decode_batch
 from mirbatch.features import FeatureConfig, make_featurizer, shifts_key
 from mirbatch.matching import SupportSet, calibrated_threshold, score_against_support
@@ -77,6 +77,7 @@ class TagConfig:
     address: str | None = None
     resume: bool = True
     top_k: int = 3
+    aggregation: str = DEFAULT_AGGREGATION
     chunk_s: float = 60.0
     files_per_call: int = 16
     s3_endpoint: str | None = None
@@ -267,6 +268,7 @@ class FileAssembler:
         mode: str,
         top_k: int,
         unknown_threshold: float | None = None,
+        aggregation: str = DEFAULT_AGGREGATION,
     ) -> None:
         self.labels = labels
         self.features = features
@@ -274,6 +276,7 @@ class FileAssembler:
         self.mode = mode
         self.top_k = top_k
         self.unknown_threshold = unknown_threshold
+        self.aggregation = aggregation
         self._pending: dict[str, list[dict[str, Any]]] = {}
 
     def add(self, chunk: dict[str, Any]) -> dict[str, Any] | None:
@@ -314,7 +317,14 @@ class FileAssembler:
         starts = np.concatenate([np.frombuffer(p["starts"], np.float32) for p in parts])
         levels = np.concatenate([np.frombuffer(p["levels"], np.float32) for p in parts])
         result = aggregate_file(
-            probs, starts, levels, self.labels, self.features.patch_s, self.top_k, self.unknown_threshold
+            probs,
+            starts,
+            levels,
+            self.labels,
+            self.features.patch_s,
+            self.top_k,
+            self.unknown_threshold,
+            self.aggregation,
         )
         duration = float(parts[-1]["duration_s"])
         return {
@@ -472,7 +482,9 @@ def run_tag(config: TagConfig, progress: Callable[[TagSummary, int], None] | Non
             num_cpus=actor_cpus,
             num_gpus=config.gpus_per_worker,
         )
-        assembler = FileAssembler(labels, meta.features, model_id, config.mode, config.top_k, threshold)
+        assembler = FileAssembler(
+            labels, meta.features, model_id, config.mode, config.top_k, threshold, config.aggregation
+        )
         written: set[str] = set()
         last_report = 0.0
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):

@@ -40,7 +40,7 @@ import mirbatch.audio
 import mirbatch.augment
 import mirbatch.baseline
 import mirbatch.features
-from mirbatch.aggregate import active_patches
+from mirbatch.aggregate import DEFAULT_AGGREGATION, patch_weights
 from mirbatch.audio import DecodeError, decode
 from mirbatch.augment import AugmentConfig, augment_clip
 from mirbatch.baseline import MfccSvm, stats_for
@@ -305,8 +305,8 @@ class PatchSet:
         Label index of each patch.
     owner : np.ndarray [shape=(patches,)]
         Index into ``files`` of each patch.
-    active : np.ndarray [shape=(patches,), dtype=bool]
-        Whether the patch carries sound (see ``aggregate.active_patches``).
+    level_db : np.ndarray [shape=(patches,), dtype=float32]
+        The patch's peak level, which weighs it in its file's scores (``weights``).
     variant : np.ndarray [shape=(patches,), dtype=int8]
         0 for the clean file, 1.. for augmented copies.
     files : list of LabelledFile
@@ -317,7 +317,7 @@ class PatchSet:
     inputs: torch.Tensor
     targets: torch.Tensor
     owner: np.ndarray
-    active: np.ndarray
+    level_db: np.ndarray
     variant: np.ndarray
     files: list[LabelledFile]
     file_stats: np.ndarray
@@ -328,12 +328,18 @@ class PatchSet:
             inputs=self.inputs.numpy(),
             targets=self.targets.numpy(),
             owner=self.owner,
-            active=self.active,
+            level_db=self.level_db,
             variant=self.variant,
             paths=np.array([f.path for f in self.files], dtype=np.str_),
             labels=np.array([f.label for f in self.files], dtype=np.str_),
             file_stats=self.file_stats,
         )
+
+    def weights(self, aggregation: str = DEFAULT_AGGREGATION) -> np.ndarray:
+        """Each patch's weight in its file's scores [shape=(patches,)], as ``tag`` weighs them
+        (``aggregate.patch_weights``); each clip (a file, or one augmented copy) against its own
+        loudest patch. 0: the patch carries no sound."""
+        return patch_weights(self.level_db, aggregation, group=self.owner.astype(np.int64) * 256 + self.variant)
 
     @classmethod
     def load(cls, path: Path) -> PatchSet:
@@ -343,7 +349,7 @@ class PatchSet:
                 inputs=torch.from_numpy(z["inputs"]),
                 targets=torch.from_numpy(z["targets"]),
                 owner=z["owner"],
-                active=z["active"],
+                level_db=z["level_db"],
                 variant=z["variant"],
                 files=files,
                 file_stats=z["file_stats"],
@@ -386,25 +392,21 @@ def _patch_chunk(
             return np.zeros(1, np.float32)
 
         clips.extend((i, v, augment_clip(y, rate, augment, rng, other)) for v in range(1, variants + 1))
-    inputs, owners, actives, variant_ids = [], [], [], []
+    inputs, owners, levels, variant_ids = [], [], [], []
     for start in range(0, len(clips), 32):
         chunk = clips[start : start + 32]
         batch = featurizer([y for _, _, y in chunk], resize=False)
         inputs.append(batch.inputs.to(torch.float16))
         owners.append(np.array([c[0] for c in chunk])[batch.owner])
         variant_ids.append(np.array([c[1] for c in chunk], dtype=np.int8)[batch.owner])
-        active = np.zeros(len(batch.owner), dtype=bool)
-        for j in range(len(chunk)):
-            sel = batch.owner == j
-            active[sel] = active_patches(batch.level_db[sel])
-        actives.append(active)
+        levels.append(batch.level_db.astype(np.float32))
     owner = np.concatenate(owners)
     kept_files = [f for f, _ in kept]
     return PatchSet(
         torch.cat(inputs),
         torch.tensor([index[kept_files[o].label] for o in owner], dtype=torch.int64),
         owner,
-        np.concatenate(actives),
+        np.concatenate(levels),
         np.concatenate(variant_ids),
         kept_files,
         stats_for([y for _, y in kept], rate),
@@ -417,7 +419,7 @@ def _concat(parts: Sequence[PatchSet]) -> PatchSet:
         torch.cat([p.inputs for p in parts]),
         torch.cat([p.targets for p in parts]),
         np.concatenate([p.owner + o for p, o in zip(parts, offsets, strict=True)]),
-        np.concatenate([p.active for p in parts]),
+        np.concatenate([p.level_db for p in parts]),
         np.concatenate([p.variant for p in parts]),
         [f for p in parts for f in p.files],
         np.concatenate([p.file_stats for p in parts]),
@@ -496,12 +498,17 @@ def classifier_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
 
 @torch.inference_mode()
 def predict_files(
-    model: torch.nn.Module, features: FeatureConfig, patches: PatchSet, batch_size: int = 256
+    model: torch.nn.Module,
+    features: FeatureConfig,
+    patches: PatchSet,
+    batch_size: int = 256,
+    aggregation: str = DEFAULT_AGGREGATION,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return (patch probabilities [shape=(patches, labels)], file scores [shape=(files, labels)]).
 
-    File scores are the mean of the file's active patches' probabilities (as ``tag`` computes them).
-    Only clean patches (variant 0) count. ``model`` runs as ``models.inference_model`` makes it.
+    File scores are the mean of the file's patch probabilities weighted by ``aggregation`` (as ``tag``
+    computes them, ``aggregate.aggregate_file``). Only clean patches (variant 0) count. ``model``
+    runs as ``models.inference_model`` makes it.
     """
     model = inference_model(model)
     device = next(model.parameters()).device
@@ -510,13 +517,12 @@ def predict_files(
         x = resize_patches(patches.inputs[start : start + batch_size].float().to(device), features)
         probs.append(torch.softmax(model(x), dim=1).cpu())
     patch_probs = torch.cat(probs).numpy()
-    use = patches.active & (patches.variant == 0)
+    weight = np.where(patches.variant == 0, patches.weights(aggregation), 0.0)
     n_files = len(patches.files)
     sums = np.zeros((n_files, patch_probs.shape[1]))
-    counts = np.zeros(n_files)
-    np.add.at(sums, patches.owner[use], patch_probs[use])
-    np.add.at(counts, patches.owner[use], 1)
-    return patch_probs, sums / np.maximum(counts, 1)[:, None]
+    np.add.at(sums, patches.owner, weight[:, None] * patch_probs)
+    totals = np.bincount(patches.owner, weights=weight, minlength=n_files)
+    return patch_probs, sums / np.where(totals > 0, totals, 1.0)[:, None]
 
 
 @dataclass(frozen=True)
@@ -726,33 +732,43 @@ def matcher_file_scores(
     """
     if not isinstance(model, Matcher):
         raise TypeError(f"{type(model).__name__} is not a matcher")
-    q_emb, q_owner, s_emb, s_owner = embed_queries_and_shots(model, features, patches, shifts)
+    q_emb, q_owner, q_weight, s_emb, s_owner = embed_queries_and_shots(model, features, patches, shifts)
     n = len(patches.files)
-    scores = file_score_matrix(model.head, q_emb, q_owner, n, s_emb, s_owner, n)
+    scores = file_score_matrix(model.head, q_emb, q_owner, q_weight, n, s_emb, s_owner, n)
     return scores, np.array([f.label for f in patches.files])
 
 
 def embed_clean_patches(
-    model: Matcher, features: FeatureConfig, patches: PatchSet, shifts: Sequence[int] = (0,)
-) -> tuple[torch.Tensor, np.ndarray]:
+    model: Matcher,
+    features: FeatureConfig,
+    patches: PatchSet,
+    shifts: Sequence[int] = (0,),
+    aggregation: str = DEFAULT_AGGREGATION,
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """Embeddings of the clean (not augmented) sounding patches at each pitch shift
-    [shape=(len(shifts) * n, dim)], shift-major as ``embed_support_patches``, and their files' indices.
-    ``model`` runs as ``models.inference_model`` makes it."""
+    [shape=(len(shifts) * n, dim)], shift-major as ``embed_support_patches``, with each row's file
+    index and patch weight (``PatchSet.weights`` by ``aggregation``). ``model`` runs as
+    ``models.inference_model`` makes it."""
     model = inference_model(model)
-    use = patches.active & (patches.variant == 0)
+    weight = patches.weights(aggregation)
+    use = (weight > 0) & (patches.variant == 0)
     emb, _ = embed_support_patches(model, features, patches.inputs[torch.from_numpy(use)], shifts)
-    return emb, np.tile(patches.owner[use], len(shifts))
+    return emb, np.tile(patches.owner[use], len(shifts)), np.tile(weight[use], len(shifts))
 
 
 def embed_queries_and_shots(
-    model: Matcher, features: FeatureConfig, patches: PatchSet, shifts: Sequence[int]
-) -> tuple[torch.Tensor, np.ndarray, torch.Tensor, np.ndarray]:
+    model: Matcher,
+    features: FeatureConfig,
+    patches: PatchSet,
+    shifts: Sequence[int],
+    aggregation: str = DEFAULT_AGGREGATION,
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray, torch.Tensor, np.ndarray]:
     """One pool of files as queries (as they are) and as shots (at pitch ``shifts``), embedded once:
-    (query embeddings, their files, shot embeddings, their files)."""
-    s_emb, s_owner = embed_clean_patches(model, features, patches, shifts)
+    (query embeddings, their files, their weights by ``aggregation``, shot embeddings, their files)."""
+    s_emb, s_owner, s_weight = embed_clean_patches(model, features, patches, shifts, aggregation)
     n, unshifted = len(s_owner) // len(shifts), list(shifts).index(0)
     rows = slice(unshifted * n, (unshifted + 1) * n)
-    return s_emb[rows], s_owner[rows], s_emb, s_owner
+    return s_emb[rows], s_owner[rows], s_weight[rows], s_emb, s_owner
 
 
 def calibrate_matcher(
@@ -887,8 +903,9 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     model = ray.train.torch.prepare_model(model)
     device = ray.train.torch.get_device()
     per_worker_batch = max(1, loop_config["batch_size"] // world)
-    clean = np.nonzero(train_set.active & (train_set.variant == 0))[0]
-    pool = torch.from_numpy(np.nonzero(train_set.active)[0])
+    sounding = train_set.weights() > 0
+    clean = np.nonzero(sounding & (train_set.variant == 0))[0]
+    pool = torch.from_numpy(np.nonzero(sounding)[0])
     pool_targets = train_set.targets[pool].numpy()
     groups = [pool.numpy()[pool_targets == t] for t in np.unique(pool_targets)]
     val_files = np.arange(len(val_set.files))
@@ -898,7 +915,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         val_set.inputs[torch.from_numpy(val_mask)],
         val_set.targets[torch.from_numpy(val_mask)],
         val_set.owner[val_mask],
-        val_set.active[val_mask],
+        val_set.level_db[val_mask],
         val_set.variant[val_mask],
         val_set.files,
         val_set.file_stats,
@@ -950,7 +967,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             # Accuracy over the predicted labels only (auxiliary classes are never an answer).
             patch_probs, file_scores = predict_files(_unwrap(model), features, my_val_set)
             patch_targets = my_val_set.targets.numpy()
-            use = my_val_set.active & (patch_targets < n_predicted)
+            use = (my_val_set.weights() > 0) & (patch_targets < n_predicted)
             patch_hits = float((patch_probs[:, :n_predicted].argmax(1) == patch_targets)[use].sum())
             file_targets = np.array([labels.index(f.label) for f in val_set.files])
             mine = my_val[file_targets[my_val] < n_predicted]

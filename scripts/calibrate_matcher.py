@@ -47,7 +47,10 @@ def main() -> None:
     calibration = {
         "data": [describe_dataset(d) for d in args.data],
         "files": len(patches.files),
-        "unknown_threshold_at_training": checkpoint.meta.metrics.get("unknown_threshold"),
+        # A checkpoint calibrated before keeps the threshold its training found.
+        "unknown_threshold_at_training": checkpoint.meta.metrics.get("shift_calibration", {}).get(
+            "unknown_threshold_at_training", checkpoint.meta.metrics.get("unknown_threshold")
+        ),
         "val_5way_1shot": five_way,
     }
     metrics = {

@@ -77,6 +77,9 @@ def test_render_train_eval_through_the_cli(tmp_path: Path) -> None:
     result = runner.invoke(main, ["eval", "--model", str(ckpt), "--data", str(data)])
     assert result.exit_code == 0, result.output
     assert "24 files" in result.output and "file-level accuracy" in result.output
+    assert "(power aggregation)" in result.output
+    plain = runner.invoke(main, ["eval", "--model", str(ckpt), "--data", str(data), "--aggregate", "mean"])
+    assert plain.exit_code == 0 and "(mean aggregation)" in plain.output, plain.output
     assert "MFCC-SVM" in result.output and "macro-F1" in result.output
     assert ckpt.with_suffix(".curves.png").exists()
     report = tmp_path / "report"

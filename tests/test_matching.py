@@ -82,15 +82,17 @@ def test_ten_thousand_support_embeddings_are_scored_in_chunks() -> None:
     assert torch.all((scores >= 0) & (scores <= 1))
 
 
-def test_file_score_matrix_averages_query_patches_of_best_shot_patches() -> None:
+def test_file_score_matrix_weighs_query_patches_of_best_shot_patches() -> None:
     head = _head()
     q = torch.randn(5, 8)
     q_owner = np.array([0, 0, 1, 1, 1])
+    q_weight = np.array([1.0, 1.0, 1.0, 0.1, 0.01], dtype=np.float32)  # loudest, 10 and 20 dB under
     s = torch.randn(4, 8)
     s_owner = np.array([0, 1, 1, 1])
-    matrix = file_score_matrix(head, q, q_owner, 2, s, s_owner, 2)
+    matrix = file_score_matrix(head, q, q_owner, q_weight, 2, s, s_owner, 2)
     probs = torch.sigmoid(head.cross_logits(q, s)).detach().numpy()
-    assert matrix[1, 1] == pytest.approx(probs[2:, 1:].max(axis=1).mean(), rel=1e-5)
+    best = probs[2:, 1:].max(axis=1)
+    assert matrix[1, 1] == pytest.approx((best * q_weight[2:]).sum() / q_weight[2:].sum(), rel=1e-5)
     assert matrix[0, 0] == pytest.approx(probs[:2, 0].mean(), rel=1e-5)
 
 
