@@ -126,6 +126,12 @@ class SupportLibrary:
     def check_model(self, checkpoint: Checkpoint) -> None:
         """Raise ``SupportError`` (with the fix) unless ``checkpoint`` made this library's embeddings."""
         hashes = self.model_hashes
+        if hashes and hashes != [checkpoint.sha256] and self.model and self.model.split("@")[0] == checkpoint.name:
+            raise SupportError(
+                f"support library {self.path} was enrolled with another build of {checkpoint.name} "
+                f"({self.model}; this one is {checkpoint.model_id}, e.g. recalibrated by an upgrade): enroll the "
+                f"examples again into a new library: 'mirbatch support add NEW_LIB EXAMPLES/ --model {checkpoint.name}'"
+            )
         if hashes and hashes != [checkpoint.sha256]:
             raise SupportError(
                 f"support library {self.path} holds embeddings of model {self.model}, not {checkpoint.model_id}; "

@@ -165,6 +165,21 @@ def test_another_model_is_refused_with_the_fix(shots: Path, models: tuple[Path, 
     assert "support add NEW_LIB" in str(info.value)
 
 
+def test_a_rebuilt_model_of_the_same_name_asks_for_enrolling_again(
+    shots: Path, models: tuple[Path, Path], tmp_path: Path
+) -> None:
+    lib = tmp_path / "lib"
+    enroll(lib, [str(shots / LABELS[0])], label="x", model=str(models[0]))
+    checkpoint = load_checkpoint(str(models[0]))
+    rebuilt = tmp_path / "rebuilt" / models[0].name  # same name, other metadata: another hash
+    rebuilt.parent.mkdir()
+    metrics = {**checkpoint.meta.metrics, "unknown_threshold": 0.9}
+    save_checkpoint(rebuilt, checkpoint.model, replace(checkpoint.meta, metrics=metrics))
+    with pytest.raises(SupportError, match="another build of a") as info:
+        enroll(lib, [str(shots / LABELS[1])], label="y", model=str(rebuilt))
+    assert "support add NEW_LIB EXAMPLES/ --model a'" in str(info.value)
+
+
 def test_classifiers_cannot_enroll(shots: Path, tmp_path: Path) -> None:
     with pytest.raises(SupportError, match="classifier"):
         enroll(tmp_path / "lib", [str(shots)], model="cnn-default")
