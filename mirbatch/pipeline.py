@@ -97,6 +97,7 @@ class TagSummary:
     first_row_s: float | None = None  # when the first result arrived (start-up: actors, model, pipeline)
     first_row_audio_s: float = 0.0
     model: str = ""
+    aggregation: str = DEFAULT_AGGREGATION
     out: str = ""
     errors: list[tuple[str, str]] = field(default_factory=list)
 
@@ -123,6 +124,7 @@ class TagSummary:
             "audio_s_per_s": round(self.throughput, 2),
             "steady_audio_s_per_s": round(self.steady_throughput, 2),
             "model": self.model,
+            "aggregation": self.aggregation,
         }
 
 
@@ -448,7 +450,11 @@ def run_tag(config: TagConfig, progress: Callable[[TagSummary, int], None] | Non
     manifest = write_manifest(list_sources(config.sources, s3), done, lambda: ensure_ray(config.address))
     del done
     summary = TagSummary(
-        files_total=manifest.total, files_skipped=manifest.total - manifest.todo, model=model_id, out=str(out)
+        files_total=manifest.total,
+        files_skipped=manifest.total - manifest.todo,
+        model=model_id,
+        aggregation=config.aggregation,
+        out=str(out),
     )
     writer = ResultWriter(out, flush_s=config.part_seconds, s3=s3)
     if manifest.todo:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -56,7 +57,7 @@ def test_tag_folder_writes_contract_exactly_once(archive: Path, tmp_path: Path) 
     assert df.path.is_unique and df.file_id.is_unique
     assert sorted(df.path) == sorted(str(p) for p in inputs)
     assert pads.dataset(out, format="parquet").schema.equals(OUTPUT_SCHEMA, check_metadata=False)
-    assert (out / SUCCESS_FILE).exists()
+    assert json.loads((out / SUCCESS_FILE).read_text())["aggregation"] == "power"
 
     errors = df[df.status == "error"].set_index(df[df.status == "error"].path.map(lambda p: Path(p).name))
     assert set(errors.index) == {"random.wav", "empty.flac"}
@@ -100,8 +101,9 @@ def test_rerun_resumes_and_no_resume_starts_over(archive: Path, tmp_path: Path) 
     assert second.file_id.is_unique
     # Piano rows were not recomputed.
     assert set(first.tagged_at) <= set(second.tagged_at)
-    code, output = _tag(str(subset / "flute"), "--out", str(out), "--no-resume")
+    code, output = _tag(str(subset / "flute"), "--out", str(out), "--no-resume", "--aggregate", "mean")
     assert code == 0 and "0 already done" in output
+    assert json.loads((out / SUCCESS_FILE).read_text())["aggregation"] == "mean"
     assert sorted(pd.read_parquet(out).path) == sorted(str(p) for p in (subset / "flute").iterdir())
 
 
