@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from mirbatch.aggregate import DEFAULT_AGGREGATION, aggregate_file
+from mirbatch.aggregate import AGGREGATIONS, DEFAULT_AGGREGATION, aggregate_file
 from mirbatch.decoding import DECODED_SCHEMA, decode_batch
 from mirbatch.features import FeatureConfig, make_featurizer, shifts_key
 from mirbatch.matching import SupportSet, calibrated_threshold, score_against_support
@@ -37,6 +37,7 @@ from mirbatch.models import (
     read_checkpoint_bytes,
 )
 from mirbatch.output import ResultWriter, completed_file_ids, reset_output
+from mirbatch.precision import PRECISIONS, autocast
 from mirbatch.sources import FileRecord, S3Options, list_sources
 
 __all__ = [
@@ -78,10 +79,17 @@ class TagConfig:
     resume: bool = True
     top_k: int = 3
     aggregation: str = DEFAULT_AGGREGATION
+    precision: str = "fp32"
     chunk_s: float = 60.0
     files_per_call: int = 16
     s3_endpoint: str | None = None
     part_seconds: float = 15.0
+
+    def __post_init__(self) -> None:
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"unknown aggregation {self.aggregation!r}: use one of {', '.join(AGGREGATIONS)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}: use one of {', '.join(PRECISIONS)}")
 
 
 @dataclass
@@ -98,6 +106,7 @@ class TagSummary:
     first_row_audio_s: float = 0.0
     model: str = ""
     aggregation: str = DEFAULT_AGGREGATION
+    precision: str = "fp32"
     out: str = ""
     errors: list[tuple[str, str]] = field(default_factory=list)
 
@@ -125,6 +134,7 @@ class TagSummary:
             "steady_audio_s_per_s": round(self.steady_throughput, 2),
             "model": self.model,
             "aggregation": self.aggregation,
+            "precision": self.precision,
         }
 
 
@@ -197,6 +207,7 @@ class ScoreActor:
         batch_size: int,
         torch_threads: int,
         support: list[Any] | None = None,
+        precision: str = "fp32",
     ) -> None:
         import ray
         import torch
@@ -209,6 +220,7 @@ class ScoreActor:
         self.model = inference_model(self.checkpoint.model)
         self.featurizer = make_featurizer(self.checkpoint.meta.features).to(self.device)
         self.batch_size = batch_size
+        self.precision = precision
         # ``support`` is [ObjectRef of the support arrays] in match mode (fetched once, like the checkpoint).
         self.support = SupportSet.from_arrays(ray.get(support[0])).to(self.device) if support else None
         self._group_samples = 120 * self.checkpoint.meta.features.sample_rate
@@ -224,10 +236,12 @@ class ScoreActor:
             for start in range(0, len(patches.owner), self.batch_size):
                 x = self.featurizer.resize(patches.inputs[start : start + self.batch_size])
                 model = self.model
+                with autocast(self.device, self.precision):
+                    out = model.embed(x) if self.support is not None and isinstance(model, Matcher) else model(x)
                 if self.support is not None and isinstance(model, Matcher):
-                    scores = score_against_support(model.head, model.embed(x).float(), self.support)
+                    scores = score_against_support(model.head, out.float(), self.support)
                 else:
-                    scores = torch.softmax(model(x), dim=1)
+                    scores = torch.softmax(out.float(), dim=1)
                 probs.append(scores.float().cpu())
         all_probs = torch.cat(probs).numpy()
         out = []
@@ -454,6 +468,7 @@ def run_tag(config: TagConfig, progress: Callable[[TagSummary, int], None] | Non
         files_skipped=manifest.total - manifest.todo,
         model=model_id,
         aggregation=config.aggregation,
+        precision=config.precision,
         out=str(out),
     )
     writer = ResultWriter(out, flush_s=config.part_seconds, s3=s3)
@@ -483,6 +498,7 @@ def run_tag(config: TagConfig, progress: Callable[[TagSummary, int], None] | Non
                 "batch_size": config.batch_size,
                 "torch_threads": torch_threads,
                 "support": [ray.put(support.to_arrays())] if support else None,
+                "precision": config.precision,
             },
             compute=ray.data.ActorPoolStrategy(size=config.workers),
             num_cpus=actor_cpus,

@@ -116,6 +116,12 @@ def test_bundled_examples_all_get_labels(tmp_path: Path) -> None:
     shown = CliRunner().invoke(main, ["show", str(out)])
     assert shown.exit_code == 0
     assert all(Path(p).name in shown.output for p in df.path)
+    # In bfloat16 the model says the same (slower on a CPU without native bf16, never different).
+    code, output = _tag(str(REPO / "examples"), "--out", str(tmp_path / "bf16"), "--precision", "bf16")
+    assert code == 0, output
+    bf16 = pd.read_parquet(tmp_path / "bf16").set_index("path")
+    assert (bf16.loc[df.path, "label"].to_numpy() == df.label.to_numpy()).all()
+    assert json.loads((tmp_path / "bf16" / SUCCESS_FILE).read_text())["precision"] == "bf16"
 
 
 def test_all_inputs_failing_is_its_own_exit_status(tmp_path: Path) -> None:
