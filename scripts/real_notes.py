@@ -1,7 +1,7 @@
 """Lay out recorded instrument notes from npm as a data set, to test models on audio no SoundFont made.
 
 The ``tonejs-instrument-*-mp3`` packages hold sampled recordings of instruments, one note per file
-(2-26 s, MP3 at 44.1 kHz), for 15 of the taxonomy's 18 labels (none for viola, oboe or English
+(1.4-26 s, MP3 at 44.1 kHz), for 15 of the taxonomy's 18 labels (none for viola, oboe or English
 horn). Their READMEs say the samples come from public-domain sources (CC-BY 3.0) and were trimmed,
 volume-matched, normalized and denoised. This fetches the pinned versions with ``npm pack`` (the
 ordinary npm client; nothing else reaches the network) and writes a folder per label, which
