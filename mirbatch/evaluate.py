@@ -12,6 +12,7 @@ statistics over the very same episodes.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,7 @@ class ClassifierReport:
     file: Scores
     patch: Scores
     baseline: Scores | None
+    left_out: dict[str, int]  # files of labels the model does not know, per label
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -116,6 +118,7 @@ class ClassifierReport:
             "files": self.files,
             "patches": self.patches,
             "aggregation": self.aggregation,
+            "left_out_files": self.left_out,
             "file_level": self.file.to_dict(),
             "patch_level": self.patch.to_dict(),
             "baseline_mfcc_svm_file_level": self.baseline.to_dict() if self.baseline else None,
@@ -126,6 +129,14 @@ class ClassifierReport:
         lines = [
             f"model {self.model}: {self.files} files, {self.patches} patches with sound "
             f"({self.aggregation} aggregation)",
+            *(
+                [
+                    f"left out {sum(self.left_out.values())} files of labels the model does not know: "
+                    + ", ".join(f"{label} ({n})" for label, n in self.left_out.items())
+                ]
+                if self.left_out
+                else []
+            ),
             f"{'':24}{'model':>8}{'MFCC-SVM':>10}",
             f"{'file-level accuracy':24}{self.file.accuracy:8.4f}{base.accuracy if base else float('nan'):10.4f}",
             f"{'file-level macro-F1':24}{self.file.macro_f1:8.4f}{base.macro_f1 if base else float('nan'):10.4f}",
@@ -172,13 +183,21 @@ class ClassifierReport:
 
 def evaluate_classifier(model: str, data: list[Path], aggregation: str = DEFAULT_AGGREGATION) -> ClassifierReport:
     """Evaluate checkpoint ``model`` (and its baseline) on the data sets ``data``; files' scores from
-    their patches' by ``aggregation`` (``aggregate.AGGREGATIONS``)."""
+    their patches' by ``aggregation`` (``aggregate.AGGREGATIONS``).
+
+    Files of labels the model does not know (IRMAS's voice, say) are left out and counted in the
+    report; data with none of the model's labels is an error.
+    """
     checkpoint = load_checkpoint(model)
     labels = checkpoint.meta.labels
-    files = [f for root in data for f in load_dataset(root)]
-    unknown = sorted({f.label for f in files} - set(labels))
-    if unknown:
-        raise ValueError(f"the data has labels the model does not know: {', '.join(unknown)}")
+    every = [f for root in data for f in load_dataset(root)]
+    files = [f for f in every if f.label in labels]
+    left_out = dict(sorted(Counter(f.label for f in every if f.label not in labels).items()))
+    if not files:
+        raise ValueError(
+            f"none of the data's labels ({', '.join(left_out) or 'no labelled files'}) is one the model knows "
+            f"({', '.join(labels)}): name the data's folders after the model's labels, or train a model on them"
+        )
     patches = build_patch_set(files, labels, checkpoint.meta.features)
     patch_probs, file_scores = predict_files(
         checkpoint.model, checkpoint.meta.features, patches, aggregation=aggregation
@@ -198,6 +217,7 @@ def evaluate_classifier(model: str, data: list[Path], aggregation: str = DEFAULT
         file=scores(file_targets, file_scores.argmax(axis=1), labels),
         patch=scores(patches.targets.numpy()[use], patch_probs.argmax(axis=1)[use], labels),
         baseline=baseline,
+        left_out=left_out,
     )
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
 import pytest
 from click.testing import CliRunner
+from conftest import SR, sine, write_audio
 
 from mirbatch.cli import main
 from mirbatch.features import FEATURES
@@ -95,3 +97,23 @@ def test_eval_refuses_labels_the_model_does_not_know(tmp_path: Path) -> None:
     (tmp_path / "kazoo" / "a.wav").write_bytes(b"")
     result = CliRunner().invoke(main, ["eval", "--data", str(tmp_path)])
     assert result.exit_code == 1 and "kazoo" in result.output
+
+
+def test_eval_leaves_out_labels_the_model_does_not_know(tmp_path: Path) -> None:
+    # IRMAS's layout: three-letter folders; its voice ("voi") is not one of the taxonomy's labels.
+    irmas = tmp_path / "irmas"
+    for code, freq in (("cel", 131.0), ("flu", 880.0), ("voi", 330.0)):
+        for i in range(2):
+            write_audio(irmas / code / f"{code}{i}.wav", sine(freq * (1 + i / 10), 2.0), SR)
+    runner = CliRunner()
+    report = tmp_path / "report"
+    result = runner.invoke(main, ["eval", "--data", str(irmas), "--report", str(report)])
+    assert result.exit_code == 0, result.output
+    assert "4 files" in result.output
+    assert "left out 2 files of labels the model does not know: voice (2)" in result.output
+    saved = json.loads((report / "report.json").read_text())
+    assert saved["files"] == 4 and saved["left_out_files"] == {"voice": 2}
+    only_voice = tmp_path / "voice_only"
+    write_audio(only_voice / "voi" / "a.wav", sine(330.0, 2.0), SR)
+    refused = runner.invoke(main, ["eval", "--data", str(only_voice)])
+    assert refused.exit_code != 0 and "none of the data's labels (voice)" in refused.output
