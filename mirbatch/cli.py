@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from mirbatch.aggregate import AGGREGATIONS, DEFAULT_AGGREGATION
-from mirbatch.precision import PRECISIONS
+from mirbatch.precision import PRECISIONS, TRAINING_PRECISIONS
 
 __all__ = ["main", "EXIT_PARTIAL", "EXIT_ALL_FAILED"]
 
@@ -359,6 +359,14 @@ def show(out: str, limit: int) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Ray Train workers (DDP).")
 @click.option("--use-gpu", is_flag=True, help="One GPU per worker.")
+@click.option(
+    "--precision",
+    type=click.Choice(TRAINING_PRECISIONS),
+    default="fp32",
+    show_default=True,
+    help="bf16: each step's forward and loss in bfloat16 (weights and validation stay float32); pays on "
+    "GPUs and on CPUs with AVX512-BF16 or AMX.",
+)
 @address_option
 @click.option(
     "--storage",
@@ -399,6 +407,7 @@ def train(
     seed: int,
     workers: int,
     use_gpu: bool,
+    precision: str,
     address: str | None,
     storage: str | None,
     name: str | None,
@@ -436,6 +445,7 @@ def train(
             augment=replace(AugmentConfig.parse(augment), variants=augment_copies if augment != "none" else 0),
             workers=workers,
             use_gpu=use_gpu,
+            precision=precision,
             aux_weight=aux_weight,
             support_shifts=_semitones(support_shifts) if support_shifts is not None else None,
         )

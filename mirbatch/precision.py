@@ -1,4 +1,4 @@
-"""The arithmetic a model's forward runs in (``tag --precision``).
+"""The arithmetic a model's forward runs in (``tag --precision``, ``train --precision``).
 
 Kept apart from ``models`` so the CLI can offer the choices without importing torch.
 """
@@ -8,9 +8,11 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-__all__ = ["PRECISIONS", "autocast"]
+__all__ = ["PRECISIONS", "TRAINING_PRECISIONS", "autocast"]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+# fp16 gradients underflow without loss scaling; bf16 keeps float32's exponent range and needs none.
+TRAINING_PRECISIONS = ("fp32", "bf16")
 
 
 def autocast(device: str, precision: str) -> contextlib.AbstractContextManager[Any]:

@@ -71,6 +71,7 @@ from mirbatch.models import (
     is_matcher,
     save_checkpoint,
 )
+from mirbatch.precision import TRAINING_PRECISIONS, autocast
 from mirbatch.sources import S3Options, filesystem
 from mirbatch.taxonomy import is_reserved_program
 
@@ -180,6 +181,9 @@ class TrainConfig:
         Matchers: pitch shifts (semitones, 0 included) at which support examples are enrolled, here
         for validation and the unknown threshold, and by default wherever the checkpoint enrolls; None:
         ``DEFAULT_SUPPORT_SHIFTS`` for scalograms, ``(0,)`` for mel (whose rows are not log-spaced).
+    precision : str
+        ``fp32``, or ``bf16``: each training step's forward and loss under ``torch.autocast`` in
+        bfloat16 (``precision.autocast``); the weights, the optimizer and validation stay float32.
     """
 
     data: tuple[str, ...]
@@ -201,8 +205,14 @@ class TrainConfig:
     optimizer: str | None = None
     width: int | None = None
     support_shifts: tuple[int, ...] | None = None
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        if self.precision not in TRAINING_PRECISIONS:
+            raise ValueError(
+                f"unknown training precision {self.precision!r}; choose one of {', '.join(TRAINING_PRECISIONS)} "
+                "(fp16 would need loss scaling)"
+            )
         if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -943,15 +953,16 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                     idx = order[:per_worker_batch]
             x = train_set.inputs[idx].float()
             x = resize_patches(augment_patches(x, generator, features.harmonic_rows), features).to(device)
-            if matcher:
-                owner = torch.from_numpy(train_set.owner[idx.numpy()]).to(device)
-                targets = train_set.targets[idx].to(device)
-                pair_logits, class_logits = model(x)
-                loss = _pair_loss(pair_logits, targets, owner)
-                if loop_config["aux_weight"] > 0:
-                    loss = loss + loop_config["aux_weight"] * F.cross_entropy(class_logits, targets)
-            else:
-                loss = classifier_loss(model(x), train_set.targets[idx].to(device))
+            with autocast(device.type, loop_config["precision"]):
+                if matcher:
+                    owner = torch.from_numpy(train_set.owner[idx.numpy()]).to(device)
+                    targets = train_set.targets[idx].to(device)
+                    pair_logits, class_logits = model(x)
+                    loss = _pair_loss(pair_logits.float(), targets, owner)
+                    if loop_config["aux_weight"] > 0:
+                        loss = loss + loop_config["aux_weight"] * F.cross_entropy(class_logits.float(), targets)
+                else:
+                    loss = classifier_loss(model(x).float(), train_set.targets[idx].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -1096,6 +1107,7 @@ def train(
         "aux_weight": config.aux_weight,
         "support_shifts": list(config.shot_shifts),
         "predicted": config.predicted,
+        "precision": config.precision,
         "threads": max(1, cpus // config.workers),
         # An earlier attempt's newest complete checkpoint (in the run folder every node can reach).
         "resume_from": latest_checkpoint(fs, run_path) if resume else None,
@@ -1183,6 +1195,7 @@ def train(
             "split": f"by {_SPLIT_UNITS[config.split]}, {config.val_fraction:.0%} validation",
             "augment": config.augment.to_dict(),
             "workers": config.workers,
+            "precision": config.precision,
             **({"aux_weight": config.aux_weight} if is_matcher(config.architecture) else {}),
             **({"aux_labels": list(labels[len(predicted_labels) :])} if config.predicted else {}),
         },

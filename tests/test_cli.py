@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 import pytest
+import torch
 from click.testing import CliRunner
 from conftest import SR, sine, write_audio
 
@@ -69,13 +70,14 @@ def test_render_train_eval_through_the_cli(tmp_path: Path) -> None:
     result = runner.invoke(
         main,
         ["train", "--data", str(data), "--out", str(ckpt), "--epochs", "2", "--val-fraction", "0.25",
-         "--augment", "none", "--storage", str(tmp_path / "runs")],
+         "--augment", "none", "--storage", str(tmp_path / "runs"), "--precision", "bf16"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "epoch   2" in result.output and "saved" in result.output
     checkpoint = load_checkpoint(str(ckpt))
     assert checkpoint.meta.labels == ("flute", "piano", "tuba")
-    assert checkpoint.meta.training["epochs"] == 2
+    assert checkpoint.meta.training["epochs"] == 2 and checkpoint.meta.training["precision"] == "bf16"
+    assert all(t.dtype == torch.float32 for t in checkpoint.model.state_dict().values() if t.is_floating_point())
     result = runner.invoke(main, ["eval", "--model", str(ckpt), "--data", str(data)])
     assert result.exit_code == 0, result.output
     assert "24 files" in result.output and "file-level accuracy" in result.output
