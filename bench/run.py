@@ -118,30 +118,36 @@ def users_loop(files: list[Path], checkpoint: Checkpoint) -> float:
     return audio_s
 
 
-def model_rates(checkpoint: Checkpoint, rounds: int = 20, calls: int = 3) -> tuple[float, float]:
-    """Patches per second of the checkpoint's model as loaded and of ``inference_model`` of it (what
-    tagging runs) on the same 64-patch batch. The two take turns, ``calls`` batches at a time, so
-    both see the same machine: on this shared one the rate of either moves by up to 2x between runs.
+def model_rates(checkpoint: Checkpoint, rounds: int = 20, calls: int = 3) -> tuple[float, float, float]:
+    """Patches per second of the checkpoint's model as loaded, of ``inference_model`` of it (what
+    tagging runs) and of that copy in bfloat16 (``tag --precision bf16``), on the same 64-patch
+    batch. The three take turns, ``calls`` batches at a time, so all see the same machine: on this
+    shared one the rate of any of them moves by up to 2x between runs.
     """
     from mirbatch.features import resize_patches
     from mirbatch.models import inference_model
+    from mirbatch.precision import autocast
 
     features = checkpoint.meta.features
     # Patches are min-max scaled to [0, 1], as the featurizer makes them.
     x = resize_patches(torch.rand(64, 1, *features.native_size, generator=torch.Generator().manual_seed(0)), features)
-    models = (checkpoint.model, inference_model(checkpoint.model))
-    spent = [0.0, 0.0]
+    fast = inference_model(checkpoint.model)
+    forms = ((checkpoint.model, "fp32"), (fast, "fp32"), (fast, "bf16"))
+    spent = [0.0] * len(forms)
     with torch.inference_mode():
-        for model in models:
-            model(x)  # warm-up: oneDNN picks its kernels on the first call
+        for model, precision in forms:
+            with autocast("cpu", precision):
+                model(x)  # warm-up: oneDNN picks its kernels on the first call
         for _ in range(rounds):
-            for i, model in enumerate(models):
+            for i, (model, precision) in enumerate(forms):
                 t0 = time.perf_counter()
-                for _ in range(calls):
-                    model(x)
+                with autocast("cpu", precision):
+                    for _ in range(calls):
+                        model(x)
                 spent[i] += time.perf_counter() - t0
     patches = rounds * calls * len(x)
-    return patches / spent[0], patches / spent[1]
+    eager, copy, half = (patches / t for t in spent)
+    return eager, copy, half
 
 
 class PeakMemory:
@@ -226,9 +232,10 @@ def main() -> None:
     audio = users_loop(sample, checkpoint)
     loop_rate = audio / (time.perf_counter() - t0)
     print(f"\n[1] users' loop (librosa + CNN), {len(sample)} files: {loop_rate:8.1f} audio-s/s   1.00x")
-    eager, fast = model_rates(checkpoint)
+    eager, fast, bf16 = model_rates(checkpoint)
     print(f"    the CNN alone, 64-patch batches: as loaded {eager:.0f} patches/s, as tagging runs it "
-          f"(batch norms folded, channels-last) {fast:.0f} patches/s   {fast / eager:.2f}x")  # fmt: skip
+          f"(batch norms folded, channels-last) {fast:.0f} patches/s   {fast / eager:.2f}x; "
+          f"with --precision bf16 {bf16:.0f} patches/s   {bf16 / fast:.2f}x the fp32 copy")  # fmt: skip
 
     import ray
 
