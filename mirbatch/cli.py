@@ -43,6 +43,17 @@ def model_option(default_help: str) -> Callable[[F], F]:
     return click.option("--model", "model", default=None, metavar="NAME|PATH", help=default_help)
 
 
+def precision_option(choices: tuple[str, ...], what: str) -> Callable[[F], F]:
+    """``--precision`` (default fp32): ``what`` says what runs at the chosen precision."""
+    return click.option(
+        "--precision",
+        type=click.Choice(choices),
+        default="fp32",
+        show_default=True,
+        help=f"{what}; bf16 pays on GPUs and on CPUs with AVX512-BF16 or AMX.",
+    )
+
+
 address_option = click.option(
     "--address",
     default=None,
@@ -125,14 +136,7 @@ def main() -> None:
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Model actors.")
 @click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0.0, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Patches per forward.")
-@click.option(
-    "--precision",
-    type=click.Choice(PRECISIONS),
-    default="fp32",
-    show_default=True,
-    help="Arithmetic of the model's forward: bf16 pays on GPUs and on CPUs with AVX512-BF16 or AMX, fp16 "
-    "on GPUs; scores move by about 0.01.",
-)
+@precision_option(PRECISIONS, "Arithmetic of the model's forward (fp16: GPUs only); scores move by about 0.01")
 @address_option
 @click.option("--no-resume", is_flag=True, help="Discard earlier output in --out and start over.")
 @click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True, help="Labels kept in top_labels.")
@@ -359,14 +363,7 @@ def show(out: str, limit: int) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Ray Train workers (DDP).")
 @click.option("--use-gpu", is_flag=True, help="One GPU per worker.")
-@click.option(
-    "--precision",
-    type=click.Choice(TRAINING_PRECISIONS),
-    default="fp32",
-    show_default=True,
-    help="bf16: each step's forward and loss in bfloat16 (weights and validation stay float32); pays on "
-    "GPUs and on CPUs with AVX512-BF16 or AMX.",
-)
+@precision_option(TRAINING_PRECISIONS, "bf16: each step's forward and loss in bfloat16 (weights, validation float32)")
 @address_option
 @click.option(
     "--storage",
