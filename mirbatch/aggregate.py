@@ -82,7 +82,7 @@ def patch_weights(
     levels = np.asarray(level_db, dtype=np.float64)
     if levels.size == 0:
         return np.zeros(0, dtype=np.float32)
-    _, index = np.unique(np.zeros(len(levels)) if group is None else group, return_inverse=True)
+    index = np.zeros(len(levels), dtype=np.int64) if group is None else np.unique(group, return_inverse=True)[1]
     loudest = np.full(index.max() + 1, -np.inf)
     np.maximum.at(loudest, index, levels)
     below = levels - loudest[index]

@@ -129,14 +129,6 @@ class ClassifierReport:
         lines = [
             f"model {self.model}: {self.files} files, {self.patches} patches with sound "
             f"({self.aggregation} aggregation)",
-            *(
-                [
-                    f"left out {sum(self.left_out.values())} files of labels the model does not know: "
-                    + ", ".join(f"{label} ({n})" for label, n in self.left_out.items())
-                ]
-                if self.left_out
-                else []
-            ),
             f"{'':24}{'model':>8}{'MFCC-SVM':>10}",
             f"{'file-level accuracy':24}{self.file.accuracy:8.4f}{base.accuracy if base else float('nan'):10.4f}",
             f"{'file-level macro-F1':24}{self.file.macro_f1:8.4f}{base.macro_f1 if base else float('nan'):10.4f}",
@@ -145,6 +137,9 @@ class ClassifierReport:
             "",
             f"{'label':<16}{'files':>6}{'precision':>10}{'recall':>8}{'F1':>7}{'F1 SVM':>8}  most confused with",
         ]
+        if self.left_out:
+            counts = ", ".join(f"{label} ({n})" for label, n in self.left_out.items())
+            lines.insert(1, f"left out {sum(self.left_out.values())} files of labels the model does not know: {counts}")
         for label in self.file.recall:
             i = self.labels.index(label)
             row = self.file.confusion[i].copy()

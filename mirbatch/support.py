@@ -126,19 +126,20 @@ class SupportLibrary:
     def check_model(self, checkpoint: Checkpoint) -> None:
         """Raise ``SupportError`` (with the fix) unless ``checkpoint`` made this library's embeddings."""
         hashes = self.model_hashes
-        if hashes and hashes != [checkpoint.sha256] and self.model and self.model.split("@")[0] == checkpoint.name:
+        if not hashes or hashes == [checkpoint.sha256]:
+            return
+        if self.model and self.model.split("@")[0] == checkpoint.name:
             raise SupportError(
                 f"support library {self.path} was enrolled with another build of {checkpoint.name} "
                 f"({self.model}; this one is {checkpoint.model_id}, e.g. recalibrated by an upgrade): enroll the "
                 f"examples again into a new library: 'mirbatch support add NEW_LIB EXAMPLES/ --model {checkpoint.name}'"
             )
-        if hashes and hashes != [checkpoint.sha256]:
-            raise SupportError(
-                f"support library {self.path} holds embeddings of model {self.model}, not {checkpoint.model_id}; "
-                f"use --model {self.model.split('@')[0] if self.model else ''} (the library's model), or enroll "
-                f"the examples again with that model into a new library: "
-                f"'mirbatch support add NEW_LIB EXAMPLES/ --model {checkpoint.name}'"
-            )
+        raise SupportError(
+            f"support library {self.path} holds embeddings of model {self.model}, not {checkpoint.model_id}; "
+            f"use --model {self.model.split('@')[0] if self.model else ''} (the library's model), or enroll "
+            f"the examples again with that model into a new library: "
+            f"'mirbatch support add NEW_LIB EXAMPLES/ --model {checkpoint.name}'"
+        )
 
     def add(self, rows: pa.Table) -> SupportLibrary:
         """A library with ``rows`` (SUPPORT_SCHEMA) appended."""

@@ -930,6 +930,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         val_set.files,
         val_set.file_stats,
     )
+    val_sounding = my_val_set.weights() > 0
     for epoch in range(start_epoch, loop_config["epochs"] + 1):
         started = time.perf_counter()
         # Same permutation on every rank (seeded by epoch), then each rank takes its stride.
@@ -978,7 +979,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             # Accuracy over the predicted labels only (auxiliary classes are never an answer).
             patch_probs, file_scores = predict_files(_unwrap(model), features, my_val_set)
             patch_targets = my_val_set.targets.numpy()
-            use = (my_val_set.weights() > 0) & (patch_targets < n_predicted)
+            use = val_sounding & (patch_targets < n_predicted)
             patch_hits = float((patch_probs[:, :n_predicted].argmax(1) == patch_targets)[use].sum())
             file_targets = np.array([labels.index(f.label) for f in val_set.files])
             mine = my_val[file_targets[my_val] < n_predicted]
