@@ -257,16 +257,18 @@ def show(out: str, limit: int) -> None:
         "mirbatch train --model cnn --data IRMAS-TrainingData --out irmas.safetensors --address auto --use-gpu "
         "--storage s3://my-bucket/runs\n"
         "mirbatch train --model residual-siamese --data data/matcher_fluidr3 --data data/matcher_timgm6mb "
-        "--width 32 --lr-schedule cosine --out models/matcher.safetensors"
+        "--width 32 --lr-schedule cosine --out models/matcher.safetensors\n"
+        "mirbatch train --init cnn-default --data my-labelled-files --epochs 20 --lr-schedule cosine "
+        "--out models/mine.safetensors"
     )
 )
 @click.option(
     "--model",
     "architecture",
     type=click.Choice(["cnn", "cnn-freq", "cnn-vgg", "cnn-harmonic", "siamese", "residual-siamese"]),
-    default="cnn",
-    show_default=True,
-    help="cnn: the seed paper's CNN; cnn-freq: the same with batch norm and a frequency-aware head; "
+    default=None,
+    help="Default: cnn, or --init's network. cnn: the seed paper's CNN; cnn-freq: the same with batch norm "
+    "and a frequency-aware head; "
     "cnn-vgg: eight 3x3 convolutions on unresized patches, frequency-aware head; "
     "cnn-harmonic: cnn-vgg beside a network on each frame's harmonic levels, their answers multiplied "
     "(best across libraries measured); "
@@ -291,9 +293,17 @@ def show(out: str, limit: int) -> None:
 @click.option(
     "--wavelet",
     type=click.Choice(["morse", "morlet"]),
-    default="morse",
-    show_default=True,
-    help="Wavelet of --features scalogram.",
+    default=None,
+    help="Wavelet of --features scalogram (default: morse).",
+)
+@click.option(
+    "--init",
+    default=None,
+    metavar="MODEL|PATH",
+    help="Fine-tune: start from this checkpoint's weights (a bundled name such as cnn-default, or a file) "
+    "instead of random ones. The network, width and features are the checkpoint's; the output rows of "
+    "labels it knows are kept, new labels start fresh; it is validated as epoch 0 and kept unless an "
+    "epoch validates better. Learns from tens of labelled files of your own archive.",
 )
 @click.option(
     "--augment",
@@ -323,7 +333,7 @@ def show(out: str, limit: int) -> None:
     type=click.FloatRange(min=0, min_open=True),
     default=None,
     help="Learning rate (default: the seed papers': 1e-3 RMSprop for cnn, 6e-4 / 5e-4 Adam for the matchers; "
-    "1e-3 for cnn-vgg and cnn-harmonic).",
+    "1e-3 for cnn-vgg and cnn-harmonic; 0.3 times those with --init).",
 )
 @click.option(
     "--optimizer",
@@ -382,13 +392,14 @@ def show(out: str, limit: int) -> None:
 )
 @s3_endpoint_option
 def train(
-    architecture: str,
+    architecture: str | None,
     data: tuple[str, ...],
     out: str,
     labels: str | None,
     aux_labels: str | None,
     features: str | None,
-    wavelet: str,
+    wavelet: str | None,
+    init: str | None,
     augment: str,
     augment_copies: int,
     aux_weight: float,
@@ -418,12 +429,22 @@ def train(
     once; every epoch is checkpointed under --storage, and --resume continues an interrupted run.
     """
     from mirbatch.augment import AugmentConfig
+    from mirbatch.models import CheckpointError, load_checkpoint
     from mirbatch.sources import S3Options
     from mirbatch.training import TrainConfig, default_features
     from mirbatch.training import train as run_training
 
     try:
-        feature_config = default_features(architecture, features, wavelet)
+        # Fine-tuning takes the network and features from the checkpoint unless named (then checked).
+        start = load_checkpoint(init).meta if init else None
+        ours = start is not None and architecture in (None, start.architecture)
+        architecture = architecture or (start.architecture if start else "cnn")
+        if start and ours and features is None and wavelet is None:
+            feature_config = start.features
+        else:
+            feature_config = default_features(architecture, features, wavelet or "morse")
+        if start and ours and width is None:
+            width = start.params.get("width")
         config = TrainConfig(
             data=data,
             architecture=architecture,
@@ -445,6 +466,7 @@ def train(
             precision=precision,
             aux_weight=aux_weight,
             support_shifts=_semitones(support_shifts) if support_shifts is not None else None,
+            init=init,
         )
         path, result = run_training(
             config,
@@ -457,8 +479,8 @@ def train(
             log_line=click.echo,
             s3=S3Options.resolve(s3_endpoint),
         )
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    except (ValueError, FileNotFoundError, RuntimeError, CheckpointError) as exc:
+        raise click.ClickException(f"--init: {exc}" if isinstance(exc, CheckpointError) else str(exc)) from exc
     from mirbatch.plots import plot_training_curves
 
     curves = plot_training_curves(result["history"], Path(out).with_suffix(".curves.png"), Path(out).name)

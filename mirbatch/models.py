@@ -42,6 +42,7 @@ __all__ = [
     "MATCHER_ARCHITECTURES",
     "is_matcher",
     "count_parameters",
+    "label_layers",
     "build_model",
     "inference_model",
     "CheckpointMeta",
@@ -364,6 +365,20 @@ def is_matcher(architecture: str) -> bool:
 def count_parameters(model: nn.Module) -> int:
     """Trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def label_layers(model: nn.Module) -> tuple[str, ...]:
+    """Names of the layers whose output rows are the labels: each ``nn.Sequential`` that ends in a
+    linear layer ends in one (a classifier's head; both heads of ``cnn-harmonic``). Matchers have none.
+
+    Row ``i`` of such a layer's weight and bias belongs to label ``i``, which is how a checkpoint's
+    auxiliary labels are dropped and how fine-tuning carries a label's rows to a new label set.
+    """
+    names = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Sequential) and len(module) and isinstance(module[-1], nn.Linear):
+            names.append(f"{name}.{len(module) - 1}" if name else str(len(module) - 1))
+    return tuple(names)
 
 
 def build_model(architecture: str, n_labels: int, **params: Any) -> nn.Module:

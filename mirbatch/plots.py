@@ -45,11 +45,13 @@ def plot_confusion(confusion: np.ndarray, labels: Sequence[str], path: Path, tit
 
 
 def plot_training_curves(history: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
-    """Training loss and validation accuracies per epoch, as a PNG."""
+    """Training loss and validation accuracies per epoch (from epoch 0, the starting checkpoint, when
+    fine-tuned), as a PNG."""
     plt = _pyplot()
     epochs = [h["epoch"] for h in history]
+    trained = [h for h in history if h["train_loss"] is not None]  # epoch 0 of a fine-tuned run has none
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    left.plot(epochs, [h["train_loss"] for h in history], marker="o")
+    left.plot([h["epoch"] for h in trained], [h["train_loss"] for h in trained], marker="o")
     left.set_xlabel("epoch")
     left.set_ylabel("training loss")
     right.plot(epochs, [h["val_file_accuracy"] for h in history], marker="o", label="validation, per file")

@@ -63,12 +63,17 @@ from mirbatch.matching import (
 )
 from mirbatch.models import (
     ARCHITECTURES,
+    Checkpoint,
+    CheckpointError,
     CheckpointMeta,
     Matcher,
     build_model,
+    checkpoint_from_bytes,
     count_parameters,
     inference_model,
     is_matcher,
+    label_layers,
+    read_checkpoint_bytes,
     save_checkpoint,
 )
 from mirbatch.precision import TRAINING_PRECISIONS, autocast
@@ -89,6 +94,8 @@ __all__ = [
     "build_cache",
     "build_patch_set",
     "calibrate_matcher",
+    "check_init",
+    "initial_weights",
     "default_features",
     "describe_dataset",
     "embed_clean_patches",
@@ -151,7 +158,8 @@ class TrainConfig:
     epochs, batch_size : training schedule (global batch).
     lr : float or None
         Learning rate; None takes the seed papers' (RMSprop 1e-3 for CNNs, Adam 6e-4 for ``siamese``,
-        5e-4 for ``residual-siamese``), and 1e-3 for ``cnn-vgg`` and ``cnn-harmonic``.
+        5e-4 for ``residual-siamese``), and 1e-3 for ``cnn-vgg`` and ``cnn-harmonic``; 0.3 times
+        those when fine-tuning (``init``).
     optimizer : str or None
         ``rmsprop``, ``adam`` or ``adamw`` (Adam with decoupled weight decay 0.01); None: the
         architecture's (RMSprop for ``cnn`` and ``cnn-freq`` as in the seed
@@ -184,6 +192,10 @@ class TrainConfig:
     precision : str
         ``fp32``, or ``bf16``: each training step's forward and loss under ``torch.autocast`` in
         bfloat16 (``precision.autocast``); the weights, the optimizer and validation stay float32.
+    init : str or None
+        A checkpoint (bundled name or path) to start from instead of random weights: fine-tuning.
+        Its architecture, width and features must be this run's (``check_init``); the output rows of
+        labels it knows are carried over by name, new labels start fresh (``initial_weights``).
     """
 
     data: tuple[str, ...]
@@ -206,6 +218,7 @@ class TrainConfig:
     width: int | None = None
     support_shifts: tuple[int, ...] | None = None
     precision: str = "fp32"
+    init: str | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in TRAINING_PRECISIONS:
@@ -257,7 +270,9 @@ class TrainConfig:
     def learning_rate(self) -> float:
         if self.lr is not None:
             return self.lr
-        return {"siamese": 6e-4, "residual-siamese": 5e-4}.get(self.architecture, 1e-3)
+        base = {"siamese": 6e-4, "residual-siamese": 5e-4}.get(self.architecture, 1e-3)
+        # Fine-tuning cnn-default on recorded notes: 0.3x its rate did best of 0.1x, 0.3x and 1x (README).
+        return 0.3 * base if self.init is not None else base
 
     @property
     def optimizer_name(self) -> str:
@@ -537,8 +552,11 @@ def predict_files(
 
 @dataclass(frozen=True)
 class EpochMetrics:
+    """One epoch's line of a run's history; epoch 0 is a fine-tuned run's starting checkpoint (no
+    training loss)."""
+
     epoch: int
-    train_loss: float
+    train_loss: float | None
     val_patch_accuracy: float
     val_file_accuracy: float
     seconds: float
@@ -829,10 +847,48 @@ def _export_state(model: torch.nn.Module, predicted: int | None = None) -> dict[
     inner = model.matcher if isinstance(model, MatcherWithAux) else model
     state = {k: v.detach().cpu().clone().contiguous() for k, v in inner.state_dict().items()}
     if predicted is not None:
-        last = f"classifier.{len(inner.classifier) - 1}."  # type: ignore[arg-type]
-        for key in (last + "weight", last + "bias"):
-            state[key] = state[key][:predicted].contiguous()
+        for layer in label_layers(inner):
+            for key in (f"{layer}.weight", f"{layer}.bias"):
+                state[key] = state[key][:predicted].contiguous()
     return state
+
+
+def check_init(config: TrainConfig, init: CheckpointMeta, name: str) -> None:
+    """Raise ValueError unless checkpoint ``init`` (called ``name``) can start ``config``'s run: the
+    same architecture, width and features (the weights must fit the network and mean the same inputs)."""
+    ours = (config.architecture, config.model_params, config.features.to_dict())
+    theirs = (init.architecture, init.params, init.features.to_dict())
+    if ours != theirs:
+        raise ValueError(
+            f"--init {name} is {init.architecture} {init.params or ''} on {init.features.to_dict()}, this run "
+            f"{config.architecture} {config.model_params or ''} on {config.features.to_dict()}: fine-tuning "
+            "keeps the network and its features, so leave out --model, --features, --wavelet and --width "
+            "(they are taken from the checkpoint)"
+        )
+
+
+def initial_weights(model: torch.nn.Module, labels: Sequence[str], init: Checkpoint) -> dict[str, torch.Tensor]:
+    """``model``'s state (``model`` built for ``labels``) taken from checkpoint ``init``: fine-tuning.
+
+    Every tensor comes from ``init`` except in the label layers (``models.label_layers``), where
+    only the rows of labels ``init`` knows are carried over, matched by name; rows of new labels
+    keep ``model``'s fresh initialization, as does a matcher's training-time classifier.
+    """
+    inner = model.matcher if isinstance(model, MatcherWithAux) else model
+    source = init.model.state_dict()
+    known = [(row, init.meta.labels.index(label)) for row, label in enumerate(labels) if label in init.meta.labels]
+    rows = torch.tensor([row for row, _ in known], dtype=torch.long)
+    init_rows = torch.tensor([row for _, row in known], dtype=torch.long)
+    heads = {f"{layer}.{part}" for layer in label_layers(inner) for part in ("weight", "bias")}
+    state = {key: value.clone() for key, value in inner.state_dict().items()}
+    for key in state:
+        if key in heads:
+            state[key][rows] = source[key][init_rows].to(state[key].dtype)
+        else:
+            state[key] = source[key].clone()
+    if inner is model:
+        return state
+    return {**model.state_dict(), **{f"matcher.{key}": value for key, value in state.items()}}
 
 
 def _validate_matcher(
@@ -895,6 +951,9 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     model = build_model(loop_config["architecture"], len(labels), **loop_config["model_params"])
     if matcher:
         model = MatcherWithAux(model, len(labels))  # type: ignore[arg-type]
+    if loop_config["init"] is not None:
+        name, data = loop_config["init"]
+        model.load_state_dict(initial_weights(model, labels, checkpoint_from_bytes(data, name)))
     optimizer = OPTIMIZERS[loop_config["optimizer"]](model.parameters(), lr=loop_config["lr"])
     start_epoch, history, best_acc, best_epoch = 1, [], -1.0, 0
     best_state = _export_state(model, predicted)
@@ -931,6 +990,37 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         val_set.file_stats,
     )
     val_sounding = my_val_set.weights() > 0
+
+    def validate(total: float, seen: float) -> tuple[float, float, float]:
+        """(patch, file accuracy on validation, mean training loss), over every rank."""
+        if matcher:  # every rank scores the whole (small) validation set with the same weights
+            wrapper = _unwrap(model)
+            assert isinstance(wrapper, MatcherWithAux)
+            pair_acc, episode_acc = _validate_matcher(wrapper.matcher, features, val_set, loop_config["support_shifts"])
+            scaled = [pair_acc * world, float(world), episode_acc * world, float(world)]
+            counts = torch.tensor([*scaled, total, float(seen)])
+        else:
+            # Accuracy over the predicted labels only (auxiliary classes are never an answer).
+            patch_probs, file_scores = predict_files(_unwrap(model), features, my_val_set)
+            patch_targets = my_val_set.targets.numpy()
+            use = val_sounding & (patch_targets < n_predicted)
+            patch_hits = float((patch_probs[:, :n_predicted].argmax(1) == patch_targets)[use].sum())
+            file_targets = np.array([labels.index(f.label) for f in val_set.files])
+            mine = my_val[file_targets[my_val] < n_predicted]
+            file_hits = float((file_scores[:, :n_predicted].argmax(1) == file_targets)[mine].sum())
+            counts = torch.tensor([patch_hits, float(use.sum()), file_hits, float(len(mine)), total, float(seen)])
+        if world > 1:
+            torch.distributed.all_reduce(counts)
+        return float(counts[0] / counts[1]), float(counts[2] / counts[3]), float(counts[4] / max(1.0, float(counts[5])))
+
+    if loop_config["init"] is not None and start_epoch == 1:
+        # Epoch 0 is the starting checkpoint: fine-tuning keeps it unless an epoch validates better.
+        started = time.perf_counter()
+        patch_acc, best_acc, _ = validate(0.0, 0.0)
+        history.append(asdict(EpochMetrics(0, None, patch_acc, best_acc, time.perf_counter() - started)))
+        best_state = _export_state(_unwrap(model), predicted)
+        if rank == 0:
+            _log_epoch(history[-1], matcher)
     for epoch in range(start_epoch, loop_config["epochs"] + 1):
         started = time.perf_counter()
         # Same permutation on every rank (seeded by epoch), then each rank takes its stride.
@@ -969,26 +1059,8 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             optimizer.step()
             total += loss.item() * len(idx)
             seen += len(idx)
-        if matcher:  # every rank scores the whole (small) validation set with the same weights
-            wrapper = _unwrap(model)
-            assert isinstance(wrapper, MatcherWithAux)
-            pair_acc, episode_acc = _validate_matcher(wrapper.matcher, features, val_set, loop_config["support_shifts"])
-            scaled = [pair_acc * world, float(world), episode_acc * world, float(world)]
-            counts = torch.tensor([*scaled, total, float(seen)])
-        else:
-            # Accuracy over the predicted labels only (auxiliary classes are never an answer).
-            patch_probs, file_scores = predict_files(_unwrap(model), features, my_val_set)
-            patch_targets = my_val_set.targets.numpy()
-            use = val_sounding & (patch_targets < n_predicted)
-            patch_hits = float((patch_probs[:, :n_predicted].argmax(1) == patch_targets)[use].sum())
-            file_targets = np.array([labels.index(f.label) for f in val_set.files])
-            mine = my_val[file_targets[my_val] < n_predicted]
-            file_hits = float((file_scores[:, :n_predicted].argmax(1) == file_targets)[mine].sum())
-            counts = torch.tensor([patch_hits, float(use.sum()), file_hits, float(len(mine)), total, float(seen)])
-        if world > 1:
-            torch.distributed.all_reduce(counts)
-        patch_acc, file_acc = float(counts[0] / counts[1]), float(counts[2] / counts[3])
-        metrics = EpochMetrics(epoch, float(counts[4] / counts[5]), patch_acc, file_acc, time.perf_counter() - started)
+        patch_acc, file_acc, train_loss = validate(total, seen)
+        metrics = EpochMetrics(epoch, train_loss, patch_acc, file_acc, time.perf_counter() - started)
         history.append(asdict(metrics))
         if rank == 0:
             _log_epoch(history[-1], matcher)
@@ -1019,8 +1091,9 @@ def _log_epoch(metrics: dict[str, Any], matcher: bool) -> None:
     the stream and to a logger that reaches the driver too, so every line showed twice.
     """
     names = ("val pair acc", "val 5-way 1-shot") if matcher else ("val patch acc", "val file acc")
+    loss = metrics["train_loss"]
     sys.stdout.write(
-        f"epoch {metrics['epoch']:3d}  loss {metrics['train_loss']:.4f}  {names[0]} "
+        f"epoch {metrics['epoch']:3d}  loss {'-' if loss is None else f'{loss:.4f}':>6}  {names[0]} "
         f"{metrics['val_patch_accuracy']:.3f}  {names[1]} {metrics['val_file_accuracy']:.3f}  "
         f"({metrics['seconds']:.0f}s)\n"
     )
@@ -1071,6 +1144,14 @@ def train(
 
     from mirbatch.pipeline import ensure_ray
 
+    init: Checkpoint | None = None
+    if config.init is not None:
+        try:
+            init_name, init_bytes = read_checkpoint_bytes(config.init)
+            init = checkpoint_from_bytes(init_bytes, init_name)
+        except CheckpointError as exc:
+            raise ValueError(f"--init: {exc}") from None
+        check_init(config, init.meta, config.init)
     run_storage = RunStorage.resolve(storage, s3)
     name = name or out.stem
     run_uri = run_storage.join(name)
@@ -1090,6 +1171,12 @@ def train(
     cache_root = str(cache.absolute()) if cache else run_storage.join("feature-cache")
     ensure_ray(address)
     labels, cache_dir = build_cache(config, cache_root, log_line, run_storage)
+    if init is not None:
+        new = [label for label in labels if label not in init.meta.labels]
+        log_line(
+            f"starting from {init.model_id}: {len(labels) - len(new)} of {len(labels)} labels keep its output rows"
+            + (f" (new: {', '.join(new)})" if new else "")
+        )
     cpus = int(ray.cluster_resources().get("CPU", 1))
     loop_config = {
         "architecture": config.architecture,
@@ -1109,6 +1196,8 @@ def train(
         "support_shifts": list(config.shot_shifts),
         "predicted": config.predicted,
         "precision": config.precision,
+        # Shipped as bytes: the workers need not reach the file (a bundled name or a driver's path).
+        "init": (init.name, init_bytes) if init is not None else None,
         "threads": max(1, cpus // config.workers),
         # An earlier attempt's newest complete checkpoint (in the run folder every node can reach).
         "resume_from": latest_checkpoint(fs, run_path) if resume else None,
@@ -1141,12 +1230,12 @@ def train(
     predicted_labels = labels[: config.predicted] if config.predicted else labels
     model = build_model(config.architecture, len(predicted_labels), **config.model_params)
     model.load_state_dict(best)
-    best_metrics = state["history"][state["best_epoch"] - 1]
+    best_metrics = next(h for h in state["history"] if h["epoch"] == state["best_epoch"])
     summary: dict[str, Any] = {
         "best_epoch": state["best_epoch"],
         "val_file_accuracy": round(state["best_acc"], 4),
         "val_patch_accuracy": round(best_metrics["val_patch_accuracy"], 4),
-        "epochs_run": len(state["history"]),
+        "epochs_run": state["epoch"],
         "parameters": count_parameters(model),
     }
     extra: dict[str, torch.Tensor] | None = None
@@ -1187,7 +1276,7 @@ def train(
         training={
             "data": [describe_dataset(Path(d)) for d in config.data],
             "files": cache_summary["train_files"],
-            "epochs": len(state["history"]),
+            "epochs": state["epoch"],
             "batch_size": config.batch_size,
             "lr": config.learning_rate,
             "lr_schedule": config.lr_schedule,
@@ -1197,6 +1286,7 @@ def train(
             "augment": config.augment.to_dict(),
             "workers": config.workers,
             "precision": config.precision,
+            **({"init": init.model_id} if init is not None else {}),
             **({"aux_weight": config.aux_weight} if is_matcher(config.architecture) else {}),
             **({"aux_labels": list(labels[len(predicted_labels) :])} if config.predicted else {}),
         },

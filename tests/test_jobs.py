@@ -32,7 +32,9 @@ def test_shipped_specs_cover_every_kind_and_validate() -> None:
         job = load_job_spec(path)
         assert job.entrypoint().startswith("mirbatch " + " ".join(KINDS[job.kind]))
     names = {p.stem for p in SPECS}
-    assert {"tag-archive", "enroll-support", "train-cnn", "train-matcher"} <= names
+    assert {"tag-archive", "enroll-support", "train-cnn", "train-matcher", "fine-tune"} <= names
+    argv = load_job_spec(REPO / "jobs" / "fine-tune.yaml").argv()
+    assert argv[:1] == ["train"] and argv[argv.index("--init") + 1] == "cnn-default" and "--model" not in argv
 
 
 def _spec(tmp_path: Path, text: str) -> Path:

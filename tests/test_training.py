@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from mirbatch.augment import AugmentConfig
@@ -117,6 +118,45 @@ def test_a_run_on_s3_storage_checkpoints_there_and_resumes(small_data: Path, tmp
     assert load_checkpoint(str(out)).meta.training["epochs"] == 4
     with pytest.raises(ValueError, match="does not exist"):
         train(config, tmp_path / "x.safetensors", storage="s3://no-such-bucket/runs", s3=s3)
+
+
+@pytest.mark.slow
+def test_a_fine_tuned_run_starts_from_its_checkpoint(small_data: Path, tmp_path: Path) -> None:
+    storage = str(tmp_path / "runs")
+    start_config = _config(small_data, architecture="cnn-freq", width=8, labels=("flute", "tuba"), epochs=2)
+    start, _ = train(start_config, tmp_path / "start.safetensors", storage=storage, log_line=lambda _: None)
+    started = load_checkpoint(str(start))
+    # From the command line, as a user fine-tunes: no --model, so the network and features are the checkpoint's.
+    out = tmp_path / "tuned.safetensors"
+    options = ["--init", str(start), "--epochs", "1", "--lr", "1e-9", "--val-fraction", "0.3", "--augment", "none"]
+    result = CliRunner().invoke(
+        main, ["train", "--data", str(small_data), "--out", str(out), "--storage", storage, *options]
+    )
+    assert result.exit_code == 0, result.output
+    assert f"starting from {started.model_id}: 2 of 3 labels keep its output rows (new: piano)" in result.output
+    tuned = load_checkpoint(str(out))
+    assert (tuned.meta.architecture, tuned.meta.params) == ("cnn-freq", {"width": 8})
+    assert tuned.meta.training["init"] == started.model_id
+    assert tuned.meta.labels == ("flute", "piano", "tuba")
+    history = json.loads(out.with_suffix(".history.json").read_text())
+    assert [h["epoch"] for h in history] == [0, 1]  # epoch 0: the checkpoint it started from, validated
+    assert history[0]["train_loss"] is None and 0 <= history[0]["val_file_accuracy"] <= 1
+    # At a learning rate of 1e-9 the weights the workers received are the ones that came back.
+    theirs = dict(started.model.named_parameters())
+    for name, value in tuned.model.named_parameters():
+        # In the label layer the flute and tuba rows were carried over, piano's is new.
+        rows = value[[0, 2]] if name.startswith("classifier.4.") else value
+        torch.testing.assert_close(rows, theirs[name], atol=1e-6, rtol=0)
+    # Another network than the checkpoint's is refused before anything runs.
+    refused = CliRunner().invoke(
+        main, ["train", "--data", str(small_data), "--out", str(tmp_path / "x.safetensors"), "--model", "cnn",
+               "--storage", storage, "--init", str(start)],
+    )  # fmt: skip
+    assert refused.exit_code != 0 and "leave out --model" in refused.output
+    missing = CliRunner().invoke(
+        main, ["train", "--data", str(small_data), "--out", str(tmp_path / "y.safetensors"), "--init", "no.safetensors"]
+    )
+    assert missing.exit_code != 0 and "--init: model 'no.safetensors' is neither a bundled model" in missing.output
 
 
 def test_the_cosine_schedule_falls_to_zero_and_configs_are_checked() -> None:
