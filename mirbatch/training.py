@@ -936,7 +936,11 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     """Ray Train worker loop (see the module docstring). ``loop_config`` is JSON-like."""
     import ray.train
     import ray.train.torch
+    from ray.train.v2._internal.execution import context as train_context
 
+    # Ray Train 2.60 logs every report at INFO through a logger named by its file path, which
+    # LoggingConfig's level does not reach: two lines of metrics and paths per epoch otherwise.
+    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(max(1, int(loop_config["threads"])))
@@ -1210,7 +1214,7 @@ def train(
             use_gpu=config.use_gpu,
             resources_per_worker={"CPU": max(0.5, cpus / config.workers) if not config.use_gpu else 1},
         ),
-        run_config=ray.train.RunConfig(
+        run_config=ray.train.RunConfig(  # type: ignore[call-arg]  # typed as Train v1's; v2 runs and has logging_config
             # One folder per attempt: a resumed run starts from the newest complete checkpoint of any
             # earlier attempt, never from a run snapshot a killed driver may have left half-written.
             name=datetime.now(UTC).strftime("attempt-%Y%m%dT%H%M%S"),
@@ -1218,6 +1222,8 @@ def train(
             storage_filesystem=run_storage.arrow_filesystem(),
             failure_config=ray.train.FailureConfig(max_failures=3),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            # Ray Train's own INFO lines (resources, checkpoint paths) would bury the epoch lines.
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
         ),
     )
     result = trainer.fit()
