@@ -437,14 +437,14 @@ def train(
     try:
         # Fine-tuning takes the network and features from the checkpoint unless named (then checked).
         start = load_checkpoint(init).meta if init else None
-        ours = start is not None and architecture in (None, start.architecture)
-        architecture = architecture or (start.architecture if start else "cnn")
-        if start and ours and features is None and wavelet is None:
-            feature_config = start.features
-        else:
-            feature_config = default_features(architecture, features, wavelet or "morse")
-        if start and ours and width is None:
-            width = start.params.get("width")
+        feature_config = None
+        if start is not None and architecture in (None, start.architecture):
+            architecture = start.architecture
+            width = start.params.get("width") if width is None else width
+            if features is None and wavelet is None:
+                feature_config = start.features
+        architecture = architecture or "cnn"
+        feature_config = feature_config or default_features(architecture, features, wavelet or "morse")
         config = TrainConfig(
             data=data,
             architecture=architecture,

@@ -856,14 +856,19 @@ def _export_state(model: torch.nn.Module, predicted: int | None = None) -> dict[
 def check_init(config: TrainConfig, init: CheckpointMeta, name: str) -> None:
     """Raise ValueError unless checkpoint ``init`` (called ``name``) can start ``config``'s run: the
     same architecture, width and features (the weights must fit the network and mean the same inputs)."""
-    ours = (config.architecture, config.model_params, config.features.to_dict())
-    theirs = (init.architecture, init.params, init.features.to_dict())
-    if ours != theirs:
+    theirs, ours = init.features.to_dict(), config.features.to_dict()
+    pairs = {
+        "network": (init.architecture, config.architecture),
+        "network size": (init.params, config.model_params),
+        "features": (theirs["name"], ours["name"]),
+    }
+    if theirs["name"] == ours["name"]:  # the same kind: name the settings that differ
+        pairs.update({f"features' {key}": (theirs[key], ours[key]) for key in sorted(theirs) if key in ours})
+    differ = [f"{what} {a} (this run: {b})" for what, (a, b) in pairs.items() if a != b]
+    if differ:
         raise ValueError(
-            f"--init {name} is {init.architecture} {init.params or ''} on {init.features.to_dict()}, this run "
-            f"{config.architecture} {config.model_params or ''} on {config.features.to_dict()}: fine-tuning "
-            "keeps the network and its features, so leave out --model, --features, --wavelet and --width "
-            "(they are taken from the checkpoint)"
+            f"--init {name} has another {'; '.join(differ)}. Fine-tuning keeps the checkpoint's network and "
+            "features: leave out --model, --features, --wavelet and --width to take them from it"
         )
 
 

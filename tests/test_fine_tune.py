@@ -79,7 +79,7 @@ def test_a_checkpoint_only_starts_a_run_of_its_own_network_and_features() -> Non
         TrainConfig(data=("d",), architecture="cnn-vgg", features=MelConfig(), init="start"),  # resized patches
     ]
     for config in others:
-        with pytest.raises(ValueError, match="leave out --model, --features, --wavelet and --width"):
+        with pytest.raises(ValueError, match="leave out --model, --features, --wavelet and --width to take them"):
             check_init(config, start.meta, "start")
 
 
