@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
-import sys
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -15,17 +14,6 @@ import soundfile as sf
 
 from mirbatch.audio import decode
 from mirbatch.datasets.layouts import load_dataset
-
-SCRIPT = Path(__file__).parents[1] / "scripts" / "real_notes.py"
-
-
-def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("real_notes", SCRIPT)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _mp3(freq: float) -> bytes:
@@ -44,8 +32,10 @@ def _package(path: Path, members: dict[str, bytes]) -> None:
             archive.addfile(info, io.BytesIO(body))
 
 
-def test_notes_land_in_their_label_folder_and_nothing_leaves_it(tmp_path: Path) -> None:
-    script = _script()
+def test_notes_land_in_their_label_folder_and_nothing_leaves_it(
+    tmp_path: Path, load_script: Callable[[str], ModuleType]
+) -> None:
+    script = load_script("real_notes")
     cache, out = tmp_path / "cache", tmp_path / "real"
     cache.mkdir()
     for instrument, (version, _) in script.PACKAGES.items():

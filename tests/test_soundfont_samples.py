@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -11,20 +10,11 @@ import pytest
 
 from mirbatch.datasets.render import resolve_library
 
-SCRIPT = Path(__file__).parents[1] / "scripts" / "soundfont_samples.py"
 
-
-def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("soundfont_samples", SCRIPT)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_timgm6mb_plays_its_violin_cycles_for_viola_and_fluidr3_does_not() -> None:
-    script = _script()
+def test_timgm6mb_plays_its_violin_cycles_for_viola_and_fluidr3_does_not(
+    load_script: Callable[[str], ModuleType],
+) -> None:
+    script = load_script("soundfont_samples")
     timgm = script.label_samples(Path(resolve_library("timgm6mb").path))
     fluid = script.label_samples(Path(resolve_library("fluidr3").path))
     # TimGM6mb: viola is its violin samples, each a few tens of ms around loops of a cycle or so.
@@ -36,8 +26,8 @@ def test_timgm6mb_plays_its_violin_cycles_for_viola_and_fluidr3_does_not() -> No
     assert all(fluid[label] for label in fluid)  # every taxonomy label has a GM preset there
 
 
-def test_a_file_that_is_not_a_soundfont_is_refused(tmp_path: Path) -> None:
+def test_a_file_that_is_not_a_soundfont_is_refused(tmp_path: Path, load_script: Callable[[str], ModuleType]) -> None:
     not_sf2 = tmp_path / "x.sf2"
     not_sf2.write_bytes(b"RIFF\x04\x00\x00\x00WAVE")
     with pytest.raises(ValueError, match="not a SoundFont 2 file"):
-        _script().read_tables(not_sf2)
+        load_script("soundfont_samples").read_tables(not_sf2)
