@@ -86,7 +86,7 @@ $(DATA)/real_notes/sources.json: | install
 # README, Fine-tuning on your own files: the recorded notes split per label by file into halves
 # (shuffle seed FT_SPLIT); cnn-default fine-tuned on one half (with and without augmentation, and
 # with 20 renders per label of each library beside it) and cnn-vgg trained on it from scratch, each
-# tested on the other half and on the TimGM6mb renders. About 15 minutes here (2 cores).
+# tested on the other half and on the TimGM6mb renders. 16 minutes here (2 cores).
 FT_SPLIT ?= 0
 FT_LEARN := $(DATA)/real_notes_learn$(FT_SPLIT)
 FT_TEST := $(DATA)/real_notes_test$(FT_SPLIT)
