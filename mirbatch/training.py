@@ -1023,11 +1023,11 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         return float(counts[0] / counts[1]), float(counts[2] / counts[3]), float(counts[4] / max(1.0, float(counts[5])))
 
     if loop_config["init"] is not None and start_epoch == 1:
-        # Epoch 0 is the starting checkpoint: fine-tuning keeps it unless an epoch validates better.
+        # Epoch 0 is the starting checkpoint (best_state already holds it): fine-tuning keeps it
+        # unless an epoch validates better.
         started = time.perf_counter()
         patch_acc, best_acc, _ = validate(0.0, 0.0)
         history.append(asdict(EpochMetrics(0, None, patch_acc, best_acc, time.perf_counter() - started)))
-        best_state = _export_state(_unwrap(model), predicted)
         if rank == 0:
             _log_epoch(history[-1], matcher)
     for epoch in range(start_epoch, loop_config["epochs"] + 1):
