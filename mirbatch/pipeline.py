@@ -386,6 +386,9 @@ def ensure_ray(address: str | None, num_cpus: int | None = None) -> None:
             # dependencies ask) and is skipped without an error on a minimal Ray install.
             include_dashboard=None,
             logging_level=logging.WARNING,
+            # Ray Train 2.60's watcher for draining nodes logs an error line at every start
+            # (ray-project/ray#53727) and has nothing to watch on one local node.
+            runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}},
         )
 
 

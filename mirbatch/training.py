@@ -98,6 +98,7 @@ __all__ = [
     "initial_weights",
     "default_features",
     "describe_dataset",
+    "describe_init",
     "embed_clean_patches",
     "embed_queries_and_shots",
     "latest_checkpoint",
@@ -872,6 +873,15 @@ def check_init(config: TrainConfig, init: CheckpointMeta, name: str) -> None:
         )
 
 
+def describe_init(init: Checkpoint, labels: Sequence[str]) -> str:
+    """The line a fine-tuning run logs: what it takes from checkpoint ``init`` for ``labels``."""
+    new = [label for label in labels if label not in init.meta.labels]
+    # A matcher has no output rows: all of it carries over, its training-time classifier starts fresh.
+    carried = "were among its training labels" if is_matcher(init.meta.architecture) else "keep its output rows"
+    known = f"{len(labels) - len(new)} of {len(labels)} labels {carried}"
+    return f"starting from {init.model_id}: {known}" + (f" (new: {', '.join(new)})" if new else "")
+
+
 def initial_weights(model: torch.nn.Module, labels: Sequence[str], init: Checkpoint) -> dict[str, torch.Tensor]:
     """``model``'s state (``model`` built for ``labels``) taken from checkpoint ``init``: fine-tuning.
 
@@ -1181,11 +1191,7 @@ def train(
     ensure_ray(address)
     labels, cache_dir = build_cache(config, cache_root, log_line, run_storage)
     if init is not None:
-        new = [label for label in labels if label not in init.meta.labels]
-        log_line(
-            f"starting from {init.model_id}: {len(labels) - len(new)} of {len(labels)} labels keep its output rows"
-            + (f" (new: {', '.join(new)})" if new else "")
-        )
+        log_line(describe_init(init, labels))
     cpus = int(ray.cluster_resources().get("CPU", 1))
     loop_config = {
         "architecture": config.architecture,

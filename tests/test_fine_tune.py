@@ -8,7 +8,14 @@ import torch
 
 from mirbatch.features import MelConfig
 from mirbatch.models import Checkpoint, CheckpointMeta, build_model, label_layers
-from mirbatch.training import MatcherWithAux, TrainConfig, check_init, default_features, initial_weights
+from mirbatch.training import (
+    MatcherWithAux,
+    TrainConfig,
+    check_init,
+    default_features,
+    describe_init,
+    initial_weights,
+)
 
 
 def _checkpoint(architecture: str, labels: tuple[str, ...], **params: object) -> Checkpoint:
@@ -87,3 +94,12 @@ def test_fine_tuning_learns_at_a_lower_rate_unless_told() -> None:
     assert TrainConfig(data=("d",), architecture="cnn-vgg").learning_rate == pytest.approx(1e-3)
     assert TrainConfig(data=("d",), architecture="cnn-vgg", init="cnn-default").learning_rate == pytest.approx(3e-4)
     assert TrainConfig(data=("d",), architecture="cnn-vgg", init="cnn-default", lr=1e-3).learning_rate == 1e-3
+
+
+def test_the_run_says_what_it_takes_from_its_checkpoint() -> None:
+    classifier = _checkpoint("cnn-vgg", ("flute", "tuba"))
+    line = describe_init(classifier, ("tuba", "banjo", "flute"))
+    assert line == "starting from start@000000000000: 2 of 3 labels keep its output rows (new: banjo)"
+    # A matcher has no output rows to keep: it says which labels it has trained on.
+    matcher = _checkpoint("siamese", ("flute", "tuba"))
+    assert describe_init(matcher, ("flute", "tuba")).endswith(": 2 of 2 labels were among its training labels")
