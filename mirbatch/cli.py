@@ -502,7 +502,8 @@ def train(
 @model_option("Checkpoint path or bundled model name (default: cnn-default; siamese-default with --n-way).")
 @data_option
 @click.option("--report", type=click.Path(file_okay=False), default=None,
-              help="Folder for report.json and confusion-matrix PNGs (episodes.json for matchers).")  # fmt: skip
+              help="Folder for report.json, files.csv (each file's answers) and confusion-matrix PNGs "
+                   "(episodes.json for matchers).")  # fmt: skip
 @click.option(
     "--n-way",
     "n_way",

@@ -2,7 +2,7 @@
 
 Classifiers: accuracy, per-label precision/recall/F1 and macro-F1 at file level (the mean of a file's
 patch probabilities, as ``tag`` labels files) and at patch level, beside the MFCC-SVM baseline stored
-in the checkpoint; confusion matrices as JSON and PNG.
+in the checkpoint; confusion matrices as JSON and PNG; each file's answers as CSV.
 
 Matchers: N-way K-shot episodes over files (a shot is a whole file, scored as ``tag --mode match``
 scores it), mean accuracy with a 95% confidence interval, beside a nearest neighbour on MFCC
@@ -11,6 +11,7 @@ statistics over the very same episodes.
 
 from __future__ import annotations
 
+import csv
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from mirbatch.training import build_patch_set, embed_clean_patches, embed_querie
 
 __all__ = [
     "ClassifierReport",
+    "FilePrediction",
     "MatcherReport",
     "Scores",
     "evaluate_classifier",
@@ -96,6 +98,18 @@ def scores(targets: np.ndarray, predicted: np.ndarray, labels: tuple[str, ...]) 
 
 
 @dataclass(frozen=True)
+class FilePrediction:
+    """One evaluated file: its label, the model's answer with its score, and the baseline's answer
+    (None when the checkpoint carries no baseline)."""
+
+    path: str
+    label: str
+    predicted: str
+    confidence: float
+    baseline: str | None
+
+
+@dataclass(frozen=True)
 class ClassifierReport:
     """One evaluation: the model at file and patch level, and the baseline at file level."""
 
@@ -109,6 +123,7 @@ class ClassifierReport:
     patch: Scores
     baseline: Scores | None
     left_out: dict[str, int]  # files of labels the model does not know, per label
+    predictions: tuple[FilePrediction, ...]  # in the order the data sets list them
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -155,12 +170,18 @@ class ClassifierReport:
         return "\n".join(lines)
 
     def write(self, folder: Path) -> list[Path]:
-        """``report.json`` and confusion-matrix PNGs into ``folder``."""
+        """``report.json``, ``files.csv`` (each file's answers: which ones were wrong) and
+        confusion-matrix PNGs into ``folder``."""
         from mirbatch.plots import plot_confusion
 
         folder.mkdir(parents=True, exist_ok=True)
-        written = [folder / "report.json"]
+        written = [folder / "report.json", folder / "files.csv"]
         written[0].write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        with written[1].open("w", newline="") as out:
+            rows = csv.writer(out)
+            rows.writerow(["path", "label", "predicted", "confidence", "baseline_predicted"])
+            for p in self.predictions:
+                rows.writerow([p.path, p.label, p.predicted, f"{p.confidence:.4f}", p.baseline or ""])
         written.append(
             plot_confusion(self.file.confusion, self.labels, folder / "confusion_files.png", f"{self.model}: files")
         )
@@ -200,8 +221,16 @@ def evaluate_classifier(model: str, data: list[Path], aggregation: str = DEFAULT
     file_targets = np.array([labels.index(f.label) for f in patches.files])
     use = patches.weights(aggregation) > 0
     baseline = None
+    baseline_predicted: list[str | None] = [None] * len(patches.files)
     if checkpoint.baseline is not None:
-        baseline = scores(file_targets, checkpoint.baseline.predict(patches.file_stats), labels)
+        baseline_answers = checkpoint.baseline.predict(patches.file_stats)
+        baseline = scores(file_targets, baseline_answers, labels)
+        baseline_predicted = [labels[int(i)] for i in baseline_answers]
+    answers = file_scores.argmax(axis=1)
+    predictions = tuple(
+        FilePrediction(f.path, f.label, labels[int(i)], float(file_scores[n, i]), b)
+        for n, (f, i, b) in enumerate(zip(patches.files, answers, baseline_predicted, strict=True))
+    )
     return ClassifierReport(
         model=checkpoint.model_id,
         data=[str(d) for d in data],
@@ -209,10 +238,11 @@ def evaluate_classifier(model: str, data: list[Path], aggregation: str = DEFAULT
         files=len(patches.files),
         patches=int(use.sum()),
         aggregation=aggregation,
-        file=scores(file_targets, file_scores.argmax(axis=1), labels),
+        file=scores(file_targets, answers, labels),
         patch=scores(patches.targets.numpy()[use], patch_probs.argmax(axis=1)[use], labels),
         baseline=baseline,
         left_out=left_out,
+        predictions=predictions,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -90,8 +91,19 @@ def test_render_train_eval_through_the_cli(tmp_path: Path) -> None:
     result = runner.invoke(main, ["eval", "--model", str(ckpt), "--data", str(data), "--report", str(report)])
     assert result.exit_code == 0, result.output
     assert {p.name for p in report.iterdir()} == {
-        "report.json", "confusion_files.png", "confusion_patches.png", "confusion_baseline.png"
+        "report.json", "files.csv", "confusion_files.png", "confusion_patches.png", "confusion_baseline.png"
     }  # fmt: skip
+    # Each file's answers, which agree with the accuracies of report.json.
+    with (report / "files.csv").open() as f:
+        answers = list(csv.DictReader(f))
+    saved = json.loads((report / "report.json").read_text())
+    assert sorted(a["path"] for a in answers) == sorted(str(p) for p in data.rglob("*.wav"))
+    assert {a["label"] for a in answers} == {"flute", "piano", "tuba"}
+    hits = sum(a["predicted"] == a["label"] for a in answers)
+    assert hits / len(answers) == pytest.approx(saved["file_level"]["accuracy"])
+    baseline_hits = sum(a["baseline_predicted"] == a["label"] for a in answers)
+    assert baseline_hits / len(answers) == pytest.approx(saved["baseline_mfcc_svm_file_level"]["accuracy"])
+    assert all(0.0 < float(a["confidence"]) <= 1.0 for a in answers)
 
 
 def test_eval_refuses_labels_the_model_does_not_know(tmp_path: Path) -> None:
@@ -115,6 +127,8 @@ def test_eval_leaves_out_labels_the_model_does_not_know(tmp_path: Path) -> None:
     assert "left out 2 files of labels the model does not know: voice (2)" in result.output
     saved = json.loads((report / "report.json").read_text())
     assert saved["files"] == 4 and saved["left_out_files"] == {"voice": 2}
+    with (report / "files.csv").open() as f:  # the files evaluated, under the model's label names
+        assert sorted(row["label"] for row in csv.DictReader(f)) == ["cello", "cello", "flute", "flute"]
     only_voice = tmp_path / "voice_only"
     write_audio(only_voice / "voi" / "a.wav", sine(330.0, 2.0), SR)
     refused = runner.invoke(main, ["eval", "--data", str(only_voice)])
