@@ -32,7 +32,7 @@ __all__ = [
 SILENCE_DB = 50.0
 AGGREGATIONS = ("power", "mean")
 DEFAULT_AGGREGATION = "power"
-UNKNOWN = "unknown"  # match mode's label when no support label scores above the threshold
+UNKNOWN = "unknown"  # a silent file's label; in match mode, also when no support label clears the threshold
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,7 @@ def aggregate_file(
     top_k: int = 3,
     unknown_threshold: float | None = None,
     aggregation: str = DEFAULT_AGGREGATION,
+    floor_db: float | None = None,
 ) -> FileLabels:
     """Aggregate one file's patches.
 
@@ -126,19 +127,29 @@ def aggregate_file(
         confidence stays the best label's score, and ``top_labels`` still name the candidates.
     aggregation : str
         How patches weigh in the file's scores (``patch_weights``).
+    floor_db : float, optional
+        Patches under this level carry no sound (``features.silence_floor_db``): their segments
+        are ``unknown`` with confidence 0 and they do not weigh in the file's scores. A file with
+        no patch over it is ``unknown`` with confidence 0 and no top labels: silence is no
+        instrument, however surely a model would name one.
     """
-    weights = patch_weights(level_db, aggregation)
-    scores = weights @ patch_scores / weights.sum()
-    order = np.argsort(-scores, kind="stable")[: min(top_k, len(labels))]
+    silent = np.zeros(len(level_db), bool) if floor_db is None else np.asarray(level_db) < floor_db
     best = patch_scores.argmax(axis=1)
 
     def name(index: int, score: float) -> str:
         return UNKNOWN if unknown_threshold is not None and score < unknown_threshold else labels[index]
 
     segments = [
-        Segment(float(s), float(s + patch_s), name(int(b), float(p[int(b)])), float(p[int(b)]))
-        for s, b, p in zip(start_s, best, patch_scores, strict=True)
+        Segment(float(s), float(s + patch_s), UNKNOWN, 0.0)
+        if quiet
+        else Segment(float(s), float(s + patch_s), name(int(b), float(p[int(b)])), float(p[int(b)]))
+        for s, b, p, quiet in zip(start_s, best, patch_scores, silent, strict=True)
     ]
+    if silent.all():
+        return FileLabels(UNKNOWN, 0.0, [], [], segments, np.zeros(len(labels)))
+    weights = np.where(silent, 0.0, patch_weights(level_db, aggregation))
+    scores = weights @ patch_scores / weights.sum()
+    order = np.argsort(-scores, kind="stable")[: min(top_k, len(labels))]
     return FileLabels(
         label=name(int(order[0]), float(scores[order[0]])),
         confidence=float(scores[order[0]]),

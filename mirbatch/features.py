@@ -9,6 +9,7 @@ librosa's ``feature.melspectrogram`` + ``power_to_db`` (checked in ``tests/test_
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -32,6 +33,8 @@ __all__ = [
     "wavelet_spectrum",
     "MelConfig",
     "FEATURES",
+    "SILENT_DBFS",
+    "silence_floor_db",
     "feature_config_from_dict",
     "HARMONIC_F0_RANGE",
     "HARMONIC_N_FFT",
@@ -765,3 +768,16 @@ def make_featurizer(config: FeatureConfig) -> Featurizer | ScalogramFeaturizer:
     if isinstance(config, ScalogramConfig):
         return ScalogramFeaturizer(config)
     return Featurizer(config)
+
+
+SILENT_DBFS = -80.0  # quieter than 16-bit dither: no instrument to name
+
+
+@functools.lru_cache(maxsize=16)
+def silence_floor_db(config: FeatureConfig) -> float:
+    """The patch level (``PatchBatch.level_db``) under which a patch carries no sound: that of a
+    440 Hz sine at ``SILENT_DBFS``. Levels are a patch's peak band power, so the floor sits 80 dB
+    under the level a full-scale sine reaches, whatever the feature kind's scale."""
+    t = np.arange(config.patch_samples) / config.sample_rate
+    tone = (10 ** (SILENT_DBFS / 20) * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32)
+    return float(make_featurizer(config)([tone], resize=False).level_db.max())

@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from mirbatch.aggregate import AGGREGATIONS, DEFAULT_AGGREGATION, aggregate_file
 from mirbatch.decoding import DECODED_SCHEMA, decode_batch
-from mirbatch.features import FeatureConfig, make_featurizer, shifts_key
+from mirbatch.features import FeatureConfig, make_featurizer, shifts_key, silence_floor_db
 from mirbatch.matching import SupportSet, calibrated_threshold, score_against_support
 from mirbatch.models import (
     DEFAULT_CLASSIFIER,
@@ -293,6 +293,7 @@ class FileAssembler:
         self.top_k = top_k
         self.unknown_threshold = unknown_threshold
         self.aggregation = aggregation
+        self.floor_db = silence_floor_db(features)
         self._pending: dict[str, list[dict[str, Any]]] = {}
 
     def add(self, chunk: dict[str, Any]) -> dict[str, Any] | None:
@@ -341,6 +342,7 @@ class FileAssembler:
             self.top_k,
             self.unknown_threshold,
             self.aggregation,
+            self.floor_db,
         )
         duration = float(parts[-1]["duration_s"])
         return {

@@ -12,7 +12,7 @@ import torch
 from mirbatch.aggregate import UNKNOWN, aggregate_file, patch_weights
 from mirbatch.audio import decode
 from mirbatch.datasets.layouts import LabelledFile
-from mirbatch.features import make_featurizer, resize_patches
+from mirbatch.features import FEATURES, make_featurizer, resize_patches, silence_floor_db
 from mirbatch.models import inference_model, load_checkpoint
 from mirbatch.training import build_patch_set, predict_files
 
@@ -50,6 +50,42 @@ def test_a_loud_attack_outweighs_a_long_quiet_tail() -> None:
     # Match mode: the same weighted score is compared with the threshold.
     unsure = aggregate_file(scores, np.arange(10) * 0.5, levels, LABELS, 1.0, unknown_threshold=0.9)
     assert unsure.label == UNKNOWN and unsure.top_labels[0] == "piano"
+
+
+def test_patches_under_the_floor_are_no_instrument() -> None:
+    scores = np.array([[0.1, 0.1, 0.8], [0.7, 0.2, 0.1], [0.6, 0.3, 0.1]], dtype=np.float32)
+    starts = np.arange(3) * 0.5
+    # A quiet note (-60 to -70) and a silent patch (at the floor of the features, -100) that a
+    # model would call a flute: the file is a piano, the silent segment no instrument.
+    levels = np.array([-100.0, -60.0, -70.0], dtype=np.float32)
+    result = aggregate_file(scores, starts, levels, LABELS, 1.0, floor_db=-80.0)
+    assert result.label == "piano" and result.confidence == pytest.approx((0.7 + 0.1 * 0.6) / 1.1, rel=1e-5)
+    assert [s.label for s in result.segments] == [UNKNOWN, "piano", "piano"]
+    assert result.segments[0].confidence == 0.0
+    # Without a floor, the silent patch's segment names what the model made of it.
+    assert aggregate_file(scores, starts, levels, LABELS, 1.0).segments[0].label == "flute"
+    # Nothing over the floor: the file is unknown, with no candidates.
+    silent = aggregate_file(scores, starts, np.full(3, -100.0, np.float32), LABELS, 1.0, floor_db=-80.0)
+    assert (silent.label, silent.confidence, silent.top_labels, silent.top_scores) == (UNKNOWN, 0.0, [], [])
+    assert {s.label for s in silent.segments} == {UNKNOWN} and not silent.scores.any()
+
+
+@pytest.mark.parametrize("kind", ["mel", "scalogram"])
+def test_the_floor_lies_80_db_under_full_scale(kind: str) -> None:
+    config = FEATURES[kind]()
+    featurizer = make_featurizer(config)
+    rate = config.sample_rate
+    t = np.arange(2 * rate) / rate
+    rng = np.random.default_rng(0)
+
+    def level(y: np.ndarray) -> float:
+        return float(featurizer([y.astype(np.float32)], resize=False).level_db.max())
+
+    floor = silence_floor_db(config)
+    assert level(10 ** (-60 / 20) * np.sin(2 * np.pi * 440.0 * t)) == pytest.approx(floor + 20.0, abs=0.1)
+    assert level(np.sin(2 * np.pi * 440.0 * t)) == pytest.approx(floor + 80.0, abs=0.1)
+    assert level(np.zeros(len(t))) < floor
+    assert level(rng.integers(-1, 2, len(t)) / 32768.0) < floor  # 16-bit dither, one step either way
 
 
 def test_eval_weighs_patches_as_tag_does(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import soundfile as sf
 from click.testing import CliRunner
 from conftest import SR, sine, write_audio
 
+from mirbatch.aggregate import UNKNOWN
 from mirbatch.cli import EXIT_PARTIAL, main
 from mirbatch.taxonomy import DEFAULT_LABELS
 
@@ -99,8 +100,12 @@ def test_bad_inputs_get_one_row_each_with_the_right_status(corpus: tuple[Path, d
         assert row["status"] == status, (name, row["error"])
         if status == "error":
             assert row["error"] and pd.isna(row["label"])
-        else:
-            assert row["label"] in DEFAULT_LABELS and 0.0 <= row["confidence"] <= 1.0
+        elif name != "silence.wav":
+            assert row["label"] in DEFAULT_LABELS and 0.0 < row["confidence"] <= 1.0
+    # Digital silence is no instrument: unknown, with no candidates, patch by patch too.
+    silence = by_name["silence.wav"]
+    assert (silence["label"], silence["confidence"], list(silence["top_labels"])) == (UNKNOWN, 0.0, [])
+    assert {seg["label"] for seg in silence["segments"]} == {UNKNOWN}
     assert "empty file" in by_name["zero.wav"]["error"]
     assert "not a readable audio file" in by_name["text.flac"]["error"]
     assert "symbolic links" in by_name["loop_a.wav"]["error"]
