@@ -128,7 +128,8 @@ def aggregate_file(
     aggregation : str
         How patches weigh in the file's scores (``patch_weights``).
     floor_db : float, optional
-        Patches under this level carry no sound (``features.silence_floor_db``): their segments
+        Patches under this level carry no sound (``tag`` ships levels in dBFS and passes
+        ``features.SILENT_DBFS``): their segments
         are ``unknown`` with confidence 0 and they do not weigh in the file's scores. A file with
         no patch over it is ``unknown`` with confidence 0 and no top labels: silence is no
         instrument, however surely a model would name one.

@@ -9,7 +9,6 @@ librosa's ``feature.melspectrogram`` + ``power_to_db`` (checked in ``tests/test_
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -34,7 +33,7 @@ __all__ = [
     "MelConfig",
     "FEATURES",
     "SILENT_DBFS",
-    "silence_floor_db",
+    "full_scale_level_db",
     "feature_config_from_dict",
     "HARMONIC_F0_RANGE",
     "HARMONIC_N_FFT",
@@ -770,14 +769,13 @@ def make_featurizer(config: FeatureConfig) -> Featurizer | ScalogramFeaturizer:
     return Featurizer(config)
 
 
-SILENT_DBFS = -80.0  # quieter than 16-bit dither: no instrument to name
+SILENT_DBFS = -80.0  # a patch quieter than this (16-bit dither is) holds no instrument to name
 
 
-@functools.lru_cache(maxsize=16)
-def silence_floor_db(config: FeatureConfig) -> float:
-    """The patch level (``PatchBatch.level_db``) under which a patch carries no sound: that of a
-    440 Hz sine at ``SILENT_DBFS``. Levels are a patch's peak band power, so the floor sits 80 dB
-    under the level a full-scale sine reaches, whatever the feature kind's scale."""
+def full_scale_level_db(featurizer: Featurizer | ScalogramFeaturizer) -> float:
+    """The patch level (``PatchBatch.level_db``) that ``featurizer`` gives a full-scale 440 Hz sine:
+    levels minus this are dB re full scale (dBFS of a sine), whatever the feature kind's scale."""
+    config = featurizer.config
     t = np.arange(config.patch_samples) / config.sample_rate
-    tone = (10 ** (SILENT_DBFS / 20) * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32)
-    return float(make_featurizer(config)([tone], resize=False).level_db.max())
+    tone = np.sin(2 * np.pi * 440.0 * t).astype(np.float32)
+    return float(featurizer([tone], resize=False).level_db.max())

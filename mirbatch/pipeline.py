@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from mirbatch.aggregate import AGGREGATIONS, DEFAULT_AGGREGATION, aggregate_file
 from mirbatch.decoding import DECODED_SCHEMA, decode_batch
-from mirbatch.features import FeatureConfig, make_featurizer, shifts_key, silence_floor_db
+from mirbatch.features import SILENT_DBFS, FeatureConfig, full_scale_level_db, make_featurizer, shifts_key
 from mirbatch.matching import SupportSet, calibrated_threshold, score_against_support
 from mirbatch.models import (
     DEFAULT_CLASSIFIER,
@@ -219,6 +219,7 @@ class ScoreActor:
         self.checkpoint = checkpoint_from_bytes(ray.get(checkpoint[0]), name, self.device)
         self.model = inference_model(self.checkpoint.model)
         self.featurizer = make_featurizer(self.checkpoint.meta.features).to(self.device)
+        self.full_scale_db = full_scale_level_db(self.featurizer)  # levels are shipped in dBFS
         self.batch_size = batch_size
         self.precision = precision
         # ``support`` is [ObjectRef of the support arrays] in match mode (fetched once, like the checkpoint).
@@ -250,7 +251,7 @@ class ScoreActor:
             row = {k: v for k, v in r.items() if k != "samples"}
             row["probs"] = np.ascontiguousarray(all_probs[sel], dtype=np.float32).tobytes()
             row["starts"] = (patches.start_s[sel] + np.float32(r["offset_s"])).astype(np.float32).tobytes()
-            row["levels"] = patches.level_db[sel].tobytes()
+            row["levels"] = (patches.level_db[sel] - np.float32(self.full_scale_db)).tobytes()
             out.append(row)
         return out
 
@@ -293,7 +294,6 @@ class FileAssembler:
         self.top_k = top_k
         self.unknown_threshold = unknown_threshold
         self.aggregation = aggregation
-        self.floor_db = silence_floor_db(features)
         self._pending: dict[str, list[dict[str, Any]]] = {}
 
     def add(self, chunk: dict[str, Any]) -> dict[str, Any] | None:
@@ -342,7 +342,7 @@ class FileAssembler:
             self.top_k,
             self.unknown_threshold,
             self.aggregation,
-            self.floor_db,
+            SILENT_DBFS,
         )
         duration = float(parts[-1]["duration_s"])
         return {

@@ -12,7 +12,7 @@ import torch
 from mirbatch.aggregate import UNKNOWN, aggregate_file, patch_weights
 from mirbatch.audio import decode
 from mirbatch.datasets.layouts import LabelledFile
-from mirbatch.features import FEATURES, make_featurizer, resize_patches, silence_floor_db
+from mirbatch.features import FEATURES, SILENT_DBFS, full_scale_level_db, make_featurizer, resize_patches
 from mirbatch.models import inference_model, load_checkpoint
 from mirbatch.training import build_patch_set, predict_files
 
@@ -71,21 +71,21 @@ def test_patches_under_the_floor_are_no_instrument() -> None:
 
 
 @pytest.mark.parametrize("kind", ["mel", "scalogram"])
-def test_the_floor_lies_80_db_under_full_scale(kind: str) -> None:
+def test_levels_against_a_full_scale_sine_are_dbfs(kind: str) -> None:
     config = FEATURES[kind]()
     featurizer = make_featurizer(config)
+    full_scale = full_scale_level_db(featurizer)
     rate = config.sample_rate
     t = np.arange(2 * rate) / rate
     rng = np.random.default_rng(0)
 
-    def level(y: np.ndarray) -> float:
-        return float(featurizer([y.astype(np.float32)], resize=False).level_db.max())
+    def dbfs(y: np.ndarray) -> float:
+        return float(featurizer([y.astype(np.float32)], resize=False).level_db.max()) - full_scale
 
-    floor = silence_floor_db(config)
-    assert level(10 ** (-60 / 20) * np.sin(2 * np.pi * 440.0 * t)) == pytest.approx(floor + 20.0, abs=0.1)
-    assert level(np.sin(2 * np.pi * 440.0 * t)) == pytest.approx(floor + 80.0, abs=0.1)
-    assert level(np.zeros(len(t))) < floor
-    assert level(rng.integers(-1, 2, len(t)) / 32768.0) < floor  # 16-bit dither, one step either way
+    assert dbfs(10 ** (-60 / 20) * np.sin(2 * np.pi * 440.0 * t)) == pytest.approx(-60.0, abs=0.1)
+    assert dbfs(10 ** (-6 / 20) * np.sin(2 * np.pi * 440.0 * t)) == pytest.approx(-6.0, abs=0.1)
+    assert dbfs(np.zeros(len(t))) < SILENT_DBFS
+    assert dbfs(rng.integers(-1, 2, len(t)) / 32768.0) < SILENT_DBFS  # 16-bit dither, one step either way
 
 
 def test_eval_weighs_patches_as_tag_does(tmp_path: Path) -> None:
