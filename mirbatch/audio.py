@@ -1,7 +1,8 @@
 """Decoding: encoded bytes or files -> mono float32 at the model's sample rate.
 
-libsndfile (through soundfile) reads WAV, FLAC, OGG/Vorbis, OGG/Opus, MP3, AIFF and more; soxr
-resamples with a proper band-limited filter. Audio is read, downmixed and resampled block by block
+libsndfile (through soundfile) reads WAV, FLAC, OGG/Vorbis, OGG/Opus, MP3, AIFF and more; what it
+cannot open, FFmpeg (through PyAV) decodes: M4A (AAC, ALAC), AAC, WMA, as music libraries keep them.
+soxr resamples with a proper band-limited filter. Audio is read, downmixed and resampled block by block
 and handed on in chunks (``decode_chunks``), so memory holds one block and a chunk or two, never
 the whole input.
 """
@@ -12,8 +13,10 @@ import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import BinaryIO
 
+import av
 import numpy as np
 import soundfile as sf
 import soxr
@@ -32,7 +35,9 @@ __all__ = [
 # File name endings listed when a source is a directory (explicit files are always tried).
 AUDIO_EXTENSIONS: frozenset[str] = frozenset(
     {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".w64", ".caf"}
+    | {".m4a", ".aac", ".wma"}  # through FFmpeg
 )
+_SUPPORTED = "WAV, FLAC, OGG, Opus, MP3, AIFF, M4A (AAC, ALAC), AAC, WMA"
 
 _BLOCK_FRAMES = 1 << 18  # ~6 s at 44.1 kHz per read: bounded memory for any channel count
 
@@ -88,7 +93,62 @@ def resample(y: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
     return soxr.resample(y, orig_rate, target_rate, quality="HQ").astype(np.float32, copy=False)
 
 
-def _open(source: bytes | str | Path | BinaryIO) -> sf.SoundFile:
+class _FFmpegReader:
+    """The part of ``soundfile.SoundFile`` that ``decode_chunks`` reads, for what libsndfile cannot
+    open: the first audio stream of a container, decoded by FFmpeg (PyAV) as packed float32."""
+
+    def __init__(self, container: av.container.InputContainer) -> None:
+        self._container = container
+        stream = container.streams.audio[0]
+        self.samplerate = int(stream.codec_context.sample_rate)
+        self.channels = int(stream.codec_context.channels)
+        self._frames = container.decode(stream)
+        # Packed float32 in the stream's own layout, whatever each frame's sample format.
+        self._to_float = av.AudioResampler(format="flt", layout=stream.codec_context.layout)
+        self._pending: list[np.ndarray] = []
+        self._n_pending = 0
+        self._ended = False
+
+    def read(self, frames: int, dtype: str = "float32", always_2d: bool = True) -> np.ndarray:
+        """Up to ``frames`` frames [shape=(n, channels), dtype=float32]; none at the end. A stream
+        that breaks off (a truncated download) ends where the damage starts."""
+        while self._n_pending < frames and not self._ended:
+            try:
+                frame = next(self._frames)
+            except (StopIteration, av.error.FFmpegError):
+                self._ended = True
+                break
+            for packed in self._to_float.resample(frame):
+                block = packed.to_ndarray().reshape(-1, self.channels)
+                self._pending.append(block)
+                self._n_pending += len(block)
+        joined = np.concatenate(self._pending) if self._pending else np.zeros((0, self.channels), np.float32)
+        out, rest = joined[:frames], joined[frames:]
+        self._pending, self._n_pending = ([rest] if len(rest) else []), len(rest)
+        return out
+
+    def __enter__(self) -> _FFmpegReader:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._container.close()
+
+
+def _open_ffmpeg(handle: str | BinaryIO) -> _FFmpegReader | None:
+    """``handle`` opened by FFmpeg when it holds an audio stream, else None."""
+    if not isinstance(handle, str):
+        handle.seek(0)  # libsndfile read some of it
+    try:
+        container = av.open(handle, mode="r")
+    except (av.error.FFmpegError, OSError, ValueError):
+        return None
+    if not container.streams.audio or container.streams.audio[0].codec_context.channels < 1:
+        container.close()
+        return None
+    return _FFmpegReader(container)
+
+
+def _open(source: bytes | str | Path | BinaryIO) -> sf.SoundFile | _FFmpegReader:
     if isinstance(source, bytes):
         if not source:
             raise DecodeError("empty file (0 bytes)")
@@ -103,9 +163,11 @@ def _open(source: bytes | str | Path | BinaryIO) -> sf.SoundFile:
     try:
         return sf.SoundFile(handle)
     except sf.LibsndfileError as exc:
-        raise DecodeError(
-            f"not a readable audio file ({exc.error_string.rstrip('.')}); supported: WAV, FLAC, OGG, Opus, MP3, AIFF"
-        ) from None
+        reader = _open_ffmpeg(handle)
+        if reader is None:
+            reason = exc.error_string.rstrip(".")
+            raise DecodeError(f"not a readable audio file ({reason}); supported: {_SUPPORTED}") from None
+        return reader
     except (OSError, RuntimeError) as exc:
         raise DecodeError(f"cannot open audio: {exc}") from None
 
@@ -191,6 +253,7 @@ def decode_chunks(
                     block = f.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
                 except sf.LibsndfileError as exc:
                     # Truncated or corrupt: keep what decodes before the damage.
+                    assert isinstance(f, sf.SoundFile)  # FFmpeg's reader ends at damage by itself
                     block, damaged = _salvage(f, n_in, channels), True
                     if n_in == 0 and len(block) == 0:
                         raise DecodeError(f"unreadable audio data ({exc.error_string.rstrip('.')})") from None

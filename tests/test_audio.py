@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import av
 import librosa
 import numpy as np
 import pytest
 from conftest import sine, write_audio
 
-from mirbatch.audio import DecodeError, decode
+from mirbatch.audio import AUDIO_EXTENSIONS, DecodeError, decode, decode_chunks
 
 # (extension, soundfile format, subtype)
 FORMATS = [
@@ -53,6 +54,61 @@ def test_high_rates_and_many_channels(tmp_path: Path, rate: int, channels: int) 
     assert abs(_dominant_hz(audio.samples, 22050) - 1000.0) < 3.0
     # Energy is kept: the resampler passes a 1 kHz tone at unit gain.
     assert np.abs(audio.samples[2000:-2000]).max() == pytest.approx(0.5, abs=0.01)
+
+
+def _encode_with_ffmpeg(path: Path, codec: str, container: str, data: np.ndarray, rate: int) -> Path:
+    """Write ``data`` [shape=(channels, n)] with one of FFmpeg's encoders (libsndfile has none of these)."""
+    with av.open(str(path), "w", format=container) as out:
+        stream = out.add_stream(codec, rate=rate, layout="stereo" if len(data) == 2 else "mono")
+        assert isinstance(stream, av.AudioStream)
+        if codec != "alac":
+            stream.bit_rate = 256_000  # at FFmpeg's default AAC's joint stereo moves level between channels
+        step = 2048 if codec == "wmav2" else 1024  # the encoders' frame sizes (ALAC takes any)
+        for start in range(0, data.shape[1], step):
+            piece = np.ascontiguousarray(data[:, start : start + step], dtype=np.float32)
+            frame = av.AudioFrame.from_ndarray(piece, format="fltp", layout=stream.layout)
+            frame.sample_rate, frame.pts = rate, start
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
+# (file name, FFmpeg encoder, container): what music libraries keep besides the formats above.
+FFMPEG_FORMATS = [
+    ("tone.m4a", "aac", "ipod"),
+    ("lossless.m4a", "alac", "ipod"),
+    ("tone.aac", "aac", "adts"),
+    ("tone.wma", "wmav2", "asf"),
+]
+
+
+@pytest.mark.parametrize(("name", "codec", "container"), FFMPEG_FORMATS)
+def test_what_libsndfile_cannot_open_ffmpeg_decodes(tmp_path: Path, name: str, codec: str, container: str) -> None:
+    y = sine(440.0, 1.5, 48000)
+    path = _encode_with_ffmpeg(tmp_path / name, codec, container, np.stack([y, 0.5 * y]), 48000)
+    assert path.suffix in AUDIO_EXTENSIONS  # so folders list them
+    audio = decode(path)
+    assert (audio.source_rate, audio.channels, audio.sample_rate) == (48000, 2, 22050)
+    assert abs(audio.duration_s - 1.5) < 0.08  # AAC's encoder delay and padding, as for MP3
+    assert abs(_dominant_hz(audio.samples, 22050) - 440.0) < 3.0
+    assert np.abs(audio.samples[2000:-2000]).max() == pytest.approx(0.375, abs=0.02)  # the two channels' mean
+    if codec == "alac":  # lossless: the very samples, resampled
+        reference = decode(write_audio(tmp_path / "same.wav", np.stack([y, 0.5 * y], axis=1), 48000, subtype="FLOAT"))
+        np.testing.assert_allclose(audio.samples, reference.samples, atol=1e-4)
+    # Streamed in chunks as long files are, from bytes as archive members and S3 objects come.
+    chunks = list(decode_chunks(path.read_bytes(), 22050, chunk_samples=8000))
+    assert [len(c.samples) for c in chunks[:-1]] == [8000] * (len(chunks) - 1) and chunks[-1].last
+    np.testing.assert_array_equal(np.concatenate([c.samples for c in chunks]), audio.samples)
+
+
+def test_a_truncated_aac_stream_keeps_what_decodes(tmp_path: Path) -> None:
+    path = _encode_with_ffmpeg(tmp_path / "long.aac", "aac", "adts", sine(440.0, 4.0, 44100)[None], 44100)
+    cut = tmp_path / "cut.aac"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    audio = decode(cut)
+    assert 1.5 < audio.duration_s < 2.5 and abs(_dominant_hz(audio.samples, 22050) - 440.0) < 3.0
 
 
 def test_downmix_averages_channels(tmp_path: Path) -> None:
