@@ -129,10 +129,10 @@ def aggregate_file(
         How patches weigh in the file's scores (``patch_weights``).
     floor_db : float, optional
         Patches under this level carry no sound (``tag`` ships levels in dBFS and passes
-        ``features.SILENT_DBFS``): their segments
-        are ``unknown`` with confidence 0 and they do not weigh in the file's scores. A file with
-        no patch over it is ``unknown`` with confidence 0 and no top labels: silence is no
-        instrument, however surely a model would name one.
+        ``features.SILENT_DBFS``): their segments are ``unknown`` with confidence 0 and they do
+        not weigh in the file's scores. A file with no patch over it is ``unknown`` with
+        confidence 0 and no top labels: silence is no instrument, however surely a model would
+        name one.
     """
     silent = np.zeros(len(level_db), bool) if floor_db is None else np.asarray(level_db) < floor_db
     best = patch_scores.argmax(axis=1)
