@@ -14,12 +14,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-import av
 import numpy as np
 import soundfile as sf
 import soxr
+
+if TYPE_CHECKING:
+    import av  # imported where used: 0.1 s that files libsndfile reads never need
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -98,6 +100,8 @@ class _FFmpegReader:
     open: the first audio stream of a container, decoded by FFmpeg (PyAV) as packed float32."""
 
     def __init__(self, container: av.container.InputContainer) -> None:
+        import av
+
         self._container = container
         stream = container.streams.audio[0]
         self.samplerate = int(stream.codec_context.sample_rate)
@@ -112,6 +116,8 @@ class _FFmpegReader:
     def read(self, frames: int, dtype: str = "float32", always_2d: bool = True) -> np.ndarray:
         """Up to ``frames`` frames [shape=(n, channels), dtype=float32]; none at the end. A stream
         that breaks off (a truncated download) ends where the damage starts."""
+        import av
+
         while self._n_pending < frames and not self._ended:
             try:
                 frame = next(self._frames)
@@ -136,6 +142,8 @@ class _FFmpegReader:
 
 def _open_ffmpeg(handle: str | BinaryIO) -> _FFmpegReader | None:
     """``handle`` opened by FFmpeg when it holds an audio stream, else None."""
+    import av
+
     if not isinstance(handle, str):
         handle.seek(0)  # libsndfile read some of it
     try:
