@@ -23,7 +23,7 @@ import torch
 
 from mirbatch.aggregate import active_patches
 from mirbatch.audio import DecodeError, decode
-from mirbatch.features import check_pitch_shifts, make_featurizer, shifts_key
+from mirbatch.features import SILENT_DBFS, check_pitch_shifts, full_scale_level_db, make_featurizer, shifts_key
 from mirbatch.matching import SupportSet, embed_support_patches
 from mirbatch.models import DEFAULT_MATCHER, Checkpoint, Matcher, inference_model, load_checkpoint
 from mirbatch.sources import FileRecord, S3Options, list_sources, read_bytes
@@ -229,6 +229,7 @@ def embed_records(
     model = inference_model(checkpoint.model)
     features = checkpoint.meta.features
     featurizer = make_featurizer(features)
+    full_scale_db = full_scale_level_db(featurizer)
     now = datetime.now(UTC)
     columns: dict[str, list[object]] = {name: [] for name in SUPPORT_SCHEMA.names}
     failed: list[tuple[str, str]] = []
@@ -243,9 +244,10 @@ def embed_records(
             continue
         with torch.inference_mode():
             patches = featurizer([audio.samples], resize=False)
-        keep = active_patches(patches.level_db)
+        # As tag hears them: no patch under -80 dBFS, none far under the file's loudest.
+        keep = active_patches(patches.level_db) & (patches.level_db - full_scale_db >= SILENT_DBFS)
         if not keep.any():
-            failed.append((record.path, "no sounding patch"))
+            failed.append((record.path, f"no sound (nothing over {SILENT_DBFS:.0f} dBFS): not an example of anything"))
             continue
         inputs = patches.inputs[torch.from_numpy(keep)]
         emb, shift = embed_support_patches(model, features, inputs, shifts, batch_size)

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import SR, write_audio
 
 from mirbatch.aggregate import active_patches
 from mirbatch.audio import decode
@@ -75,6 +76,12 @@ def test_enroll_list_remove(shots: Path, models: tuple[Path, Path], tmp_path: Pa
     assert again.files_added == 0 and again.files_already_enrolled == 6
     one = next((shots / LABELS[0]).glob("*.wav"))
     assert enroll(lib, [str(one)], label="glock", model=str(models[0])).files_added == 1
+    # Silence is no example: refused with the reason, the rest of the call enrolled.
+    silent = write_audio(tmp_path / "silent.wav", np.zeros(2 * SR, np.float32), SR)
+    refused = enroll(lib, [str(silent)], label="glock", model=str(models[0]))
+    assert refused.files_added == 0 and refused.failed == [
+        (str(silent), "no sound (nothing over -80 dBFS): not an example of anything")
+    ]
     library = SupportLibrary.open(lib)
     assert "glock" in library.labels
     smaller, removed = library.remove("glock")
