@@ -62,6 +62,7 @@ def patch_weights(
     aggregation: str = DEFAULT_AGGREGATION,
     group: np.ndarray | None = None,
     silence_db: float = SILENCE_DB,
+    floor_db: float | None = None,
 ) -> np.ndarray:
     """Weight of each patch in its file's scores [shape=(patches,), dtype=float32].
 
@@ -76,6 +77,10 @@ def patch_weights(
     group : np.ndarray [shape=(patches,)], optional
         Which file (or clip) each patch belongs to, when ``level_db`` holds several; each is
         weighed against its own loudest patch. Default: one file.
+    floor_db : float, optional
+        An absolute floor: patches under it carry no sound (weight 0), however loud the rest of
+        their file is; a file with none over it weighs nothing. ``tag`` ships levels in dBFS and
+        passes ``features.SILENT_DBFS``.
     """
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"unknown aggregation {aggregation!r}: use one of {', '.join(AGGREGATIONS)}")
@@ -87,12 +92,16 @@ def patch_weights(
     np.maximum.at(loudest, index, levels)
     below = levels - loudest[index]
     weights = 10.0 ** (below / 10.0) if aggregation == "power" else np.ones_like(below)
-    return np.where(below >= -silence_db, weights, 0.0).astype(np.float32)
+    sounding = below >= -silence_db
+    if floor_db is not None:
+        sounding &= levels >= floor_db
+    return np.where(sounding, weights, 0.0).astype(np.float32)
 
 
-def active_patches(level_db: np.ndarray, silence_db: float = SILENCE_DB) -> np.ndarray:
-    """Boolean mask of the patches that carry sound (within ``silence_db`` of the loudest one)."""
-    return patch_weights(level_db, "mean", silence_db=silence_db) > 0
+def active_patches(level_db: np.ndarray, silence_db: float = SILENCE_DB, floor_db: float | None = None) -> np.ndarray:
+    """Boolean mask of the patches that carry sound (within ``silence_db`` of the loudest one, and
+    not under ``floor_db``: ``patch_weights``)."""
+    return patch_weights(level_db, "mean", silence_db=silence_db, floor_db=floor_db) > 0
 
 
 def aggregate_file(
@@ -128,11 +137,10 @@ def aggregate_file(
     aggregation : str
         How patches weigh in the file's scores (``patch_weights``).
     floor_db : float, optional
-        Patches under this level carry no sound (``tag`` ships levels in dBFS and passes
-        ``features.SILENT_DBFS``): their segments are ``unknown`` with confidence 0 and they do
-        not weigh in the file's scores. A file with no patch over it is ``unknown`` with
-        confidence 0 and no top labels: silence is no instrument, however surely a model would
-        name one.
+        Patches under this level carry no sound (``patch_weights``): their segments are
+        ``unknown`` with confidence 0 and they do not weigh in the file's scores. A file with no
+        patch over it is ``unknown`` with confidence 0 and no top labels: silence is no
+        instrument, however surely a model would name one.
     """
     silent = np.zeros(len(level_db), bool) if floor_db is None else np.asarray(level_db) < floor_db
     best = patch_scores.argmax(axis=1)
@@ -148,7 +156,7 @@ def aggregate_file(
     ]
     if silent.all():
         return FileLabels(UNKNOWN, 0.0, [], [], segments, np.zeros(len(labels)))
-    weights = np.where(silent, 0.0, patch_weights(level_db, aggregation))
+    weights = patch_weights(level_db, aggregation, floor_db=floor_db)
     scores = weights @ patch_scores / weights.sum()
     order = np.argsort(-scores, kind="stable")[: min(top_k, len(labels))]
     return FileLabels(

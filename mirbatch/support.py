@@ -245,7 +245,7 @@ def embed_records(
         with torch.inference_mode():
             patches = featurizer([audio.samples], resize=False)
         # As tag hears them: no patch under -80 dBFS, none far under the file's loudest.
-        keep = active_patches(patches.level_db) & (patches.level_db - full_scale_db >= SILENT_DBFS)
+        keep = active_patches(patches.level_db - full_scale_db, floor_db=SILENT_DBFS)
         if not keep.any():
             failed.append((record.path, f"no sound (nothing over {SILENT_DBFS:.0f} dBFS): not an example of anything"))
             continue

@@ -24,6 +24,9 @@ def test_weights_follow_power_and_leave_out_what_is_50_db_under() -> None:
     assert patch_weights(levels) == pytest.approx([1.0, 0.1, 0.01, 0.0, 0.0], rel=1e-5)
     # A silent file (every patch at the floor) weighs its patches alike rather than dropping them.
     assert patch_weights(np.full(4, -100.0, dtype=np.float32)).tolist() == [1.0] * 4
+    # Under an absolute floor a patch weighs nothing, however close to its file's loudest.
+    assert patch_weights(levels, floor_db=-20.0) == pytest.approx([1.0, 0.1, 0.0, 0.0, 0.0], rel=1e-5)
+    assert not patch_weights(np.full(4, -100.0, dtype=np.float32), floor_db=-80.0).any()
     assert patch_weights(np.zeros(0, dtype=np.float32)).shape == (0,)
     # The seed paper's rule: every sounding patch alike.
     assert patch_weights(levels, "mean").tolist() == [1.0, 1.0, 1.0, 0.0, 0.0]
