@@ -429,14 +429,14 @@ def train(
     once; every epoch is checkpointed under --storage, and --resume continues an interrupted run.
     """
     from mirbatch.augment import AugmentConfig
-    from mirbatch.models import CheckpointError, load_checkpoint
+    from mirbatch.models import CheckpointError, read_checkpoint_meta
     from mirbatch.sources import S3Options
     from mirbatch.training import TrainConfig, default_features
     from mirbatch.training import train as run_training
 
     try:
         # Fine-tuning takes the network and features from the checkpoint unless named (then checked).
-        start = load_checkpoint(init).meta if init else None
+        start = read_checkpoint_meta(init) if init else None
         feature_config = None
         if start is not None and architecture in (None, start.architecture):
             architecture = start.architecture
@@ -550,12 +550,12 @@ def evaluate(
     accuracy with a 95% confidence interval, beside a nearest neighbour on MFCC statistics.
     """
     from mirbatch.evaluate import evaluate_classifier, evaluate_matcher
-    from mirbatch.models import DEFAULT_CLASSIFIER, DEFAULT_MATCHER, CheckpointError, is_matcher, load_checkpoint
+    from mirbatch.models import DEFAULT_CLASSIFIER, DEFAULT_MATCHER, CheckpointError, is_matcher, read_checkpoint_meta
 
     episodic = bool(n_way or k_shot or support_data)
     try:
         name = model or (DEFAULT_MATCHER if episodic else DEFAULT_CLASSIFIER)
-        if is_matcher(load_checkpoint(name).meta.architecture):
+        if is_matcher(read_checkpoint_meta(name).architecture):
             if n_way or k_shot:
                 protocols = [(n, k) for n in (n_way or (2, 5)) for k in (k_shot or (1,))]
             else:

@@ -50,6 +50,7 @@ __all__ = [
     "CheckpointError",
     "save_checkpoint",
     "load_checkpoint",
+    "read_checkpoint_meta",
     "checkpoint_from_bytes",
     "read_checkpoint_bytes",
     "resolve_model_path",
@@ -534,13 +535,18 @@ def _header_metadata(data: bytes, source: str) -> dict[str, str]:
     return meta
 
 
-def checkpoint_from_bytes(data: bytes, name: str, device: str | torch.device = "cpu") -> Checkpoint:
-    """Load a checkpoint from its file content (how workers on other machines receive it)."""
+def _meta_from_bytes(data: bytes, name: str) -> CheckpointMeta:
+    """The metadata in a checkpoint's content (the header is enough)."""
     try:
         meta_json = json.loads(_header_metadata(data, name)["mirbatch"])
     except json.JSONDecodeError:
         raise CheckpointError(f"{name}: checkpoint metadata is not valid JSON") from None
-    meta = CheckpointMeta.from_dict(meta_json)
+    return CheckpointMeta.from_dict(meta_json)
+
+
+def checkpoint_from_bytes(data: bytes, name: str, device: str | torch.device = "cpu") -> Checkpoint:
+    """Load a checkpoint from its file content (how workers on other machines receive it)."""
+    meta = _meta_from_bytes(data, name)
     model = build_model(meta.architecture, len(meta.labels), **meta.params)
     try:
         weights, baseline = MfccSvm.split(load(data))
@@ -561,6 +567,16 @@ def read_checkpoint_bytes(name_or_path: str) -> tuple[str, bytes]:
     """Resolve a bundled name or path and return ``(name, file content)``."""
     name, path = resolve_model_path(name_or_path)
     return name, path.read_bytes()
+
+
+def read_checkpoint_meta(name_or_path: str) -> CheckpointMeta:
+    """A checkpoint's metadata alone, read from its header: no network is built and no weights are
+    read (what a command needs to choose how to run one)."""
+    name, path = resolve_model_path(name_or_path)
+    with path.open("rb") as f:
+        head = f.read(8)
+        data = head + f.read(int.from_bytes(head, "little")) if len(head) == 8 else head
+    return _meta_from_bytes(data, name)
 
 
 def load_checkpoint(name_or_path: str, device: str | torch.device = "cpu") -> Checkpoint:

@@ -26,6 +26,7 @@ from mirbatch.models import (
     build_model,
     inference_model,
     load_checkpoint,
+    read_checkpoint_meta,
     save_checkpoint,
 )
 from mirbatch.precision import autocast
@@ -157,6 +158,8 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     assert loaded.model_id == f"m@{digest[:12]}"
     for key, value in model.state_dict().items():
         assert torch.equal(value, loaded.model.state_dict()[key])
+    # The metadata alone, from the header, is the same.
+    assert read_checkpoint_meta(str(tmp_path / "m.safetensors")) == loaded.meta
 
 
 def test_bundled_default_loads() -> None:
@@ -172,6 +175,11 @@ def test_pickle_files_are_refused(tmp_path: Path) -> None:
     path.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
     with pytest.raises(CheckpointError, match="not a safetensors file"):
         load_checkpoint(str(path))
+    with pytest.raises(CheckpointError, match="not a safetensors file"):
+        read_checkpoint_meta(str(path))
+    path.write_bytes(b"abc")
+    with pytest.raises(CheckpointError, match="too short"):
+        read_checkpoint_meta(str(path))
 
 
 def test_safetensors_without_metadata_is_refused(tmp_path: Path) -> None:
