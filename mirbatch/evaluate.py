@@ -24,7 +24,8 @@ from mirbatch.aggregate import DEFAULT_AGGREGATION
 from mirbatch.datasets.layouts import LabelledFile, load_dataset
 from mirbatch.matching import EpisodeResult, file_score_matrix, run_episodes
 from mirbatch.models import Matcher, load_checkpoint
-from mirbatch.training import build_patch_set, embed_clean_patches, embed_queries_and_shots, predict_files
+from mirbatch.patches import build_patch_set
+from mirbatch.training import embed_clean_patches, embed_queries_and_shots, predict_files
 
 __all__ = [
     "ClassifierReport",

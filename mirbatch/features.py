@@ -32,6 +32,7 @@ __all__ = [
     "wavelet_spectrum",
     "MelConfig",
     "FEATURES",
+    "NO_SOUND",
     "SILENT_DBFS",
     "full_scale_level_db",
     "feature_config_from_dict",
@@ -770,6 +771,7 @@ def make_featurizer(config: FeatureConfig) -> Featurizer | ScalogramFeaturizer:
 
 
 SILENT_DBFS = -80.0  # a patch quieter than this (16-bit dither is) holds no instrument to name
+NO_SOUND = f"no sound (nothing over {SILENT_DBFS:.0f} dBFS)"  # why a file with no such patch is no example
 
 
 def full_scale_level_db(featurizer: Featurizer | ScalogramFeaturizer) -> float:

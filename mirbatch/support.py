@@ -23,7 +23,14 @@ import torch
 
 from mirbatch.aggregate import active_patches
 from mirbatch.audio import DecodeError, decode
-from mirbatch.features import SILENT_DBFS, check_pitch_shifts, full_scale_level_db, make_featurizer, shifts_key
+from mirbatch.features import (
+    NO_SOUND,
+    SILENT_DBFS,
+    check_pitch_shifts,
+    full_scale_level_db,
+    make_featurizer,
+    shifts_key,
+)
 from mirbatch.matching import SupportSet, embed_support_patches
 from mirbatch.models import DEFAULT_MATCHER, Checkpoint, Matcher, inference_model, load_checkpoint
 from mirbatch.sources import FileRecord, S3Options, list_sources, read_bytes
@@ -247,7 +254,7 @@ def embed_records(
         # As tag hears them: no patch under -80 dBFS, none far under the file's loudest.
         keep = active_patches(patches.level_db - full_scale_db, floor_db=SILENT_DBFS)
         if not keep.any():
-            failed.append((record.path, f"no sound (nothing over {SILENT_DBFS:.0f} dBFS): not an example of anything"))
+            failed.append((record.path, f"{NO_SOUND}: not an example of anything"))
             continue
         inputs = patches.inputs[torch.from_numpy(keep)]
         emb, shift = embed_support_patches(model, features, inputs, shifts, batch_size)

@@ -22,7 +22,8 @@ from pathlib import Path
 from mirbatch.datasets.layouts import load_dataset
 from mirbatch.features import shifts_key
 from mirbatch.models import Matcher, load_checkpoint, save_checkpoint
-from mirbatch.training import build_patch_set, calibrate_matcher, describe_dataset
+from mirbatch.patches import build_patch_set
+from mirbatch.training import calibrate_matcher, describe_dataset
 
 
 def main() -> None:

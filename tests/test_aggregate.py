@@ -14,7 +14,8 @@ from mirbatch.audio import decode
 from mirbatch.datasets.layouts import LabelledFile
 from mirbatch.features import FEATURES, SILENT_DBFS, full_scale_level_db, make_featurizer, resize_patches
 from mirbatch.models import inference_model, load_checkpoint
-from mirbatch.training import build_patch_set, predict_files
+from mirbatch.patches import build_patch_set
+from mirbatch.training import predict_files
 
 LABELS = ("piano", "acoustic_guitar", "flute")
 

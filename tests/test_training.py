@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
 import os
@@ -182,18 +183,18 @@ def test_a_cached_feature_set_is_only_reused_for_the_same_split_groups() -> None
     assert config.cache_key(files) != config.cache_key(grouped)
 
 
+@pytest.mark.parametrize("module", ["augment", "patches"])
 def test_a_cached_feature_set_is_not_reused_by_other_feature_code(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    module: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import mirbatch.augment
-
+    code = importlib.import_module(f"mirbatch.{module}")
     files = [LabelledFile("/d/cello/a.wav", "cello")]
     config = TrainConfig(data=("d",))
     before = config.cache_key(files)
     assert config.cache_key(files) == before  # the same code: the cache is found again
-    edited = tmp_path / "augment.py"
-    edited.write_bytes(Path(str(mirbatch.augment.__file__)).read_bytes() + b"\n# a changed augmentation\n")
-    monkeypatch.setattr(mirbatch.augment, "__file__", str(edited))
+    edited = tmp_path / f"{module}.py"
+    edited.write_bytes(Path(str(code.__file__)).read_bytes() + b"\n# a changed augmentation or patch rule\n")
+    monkeypatch.setattr(code, "__file__", str(edited))
     assert config.cache_key(files) != before
 
 
