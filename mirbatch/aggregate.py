@@ -132,8 +132,8 @@ def aggregate_file(
     top_k : int
         How many labels ``top_labels``/``top_scores`` keep.
     unknown_threshold : float, optional
-        Match mode: a file (or segment) whose best score is below it is labelled ``unknown``; its
-        confidence stays the best label's score, and ``top_labels`` still name the candidates.
+        A file (or segment) whose best score is below it is labelled ``unknown``; its confidence
+        stays the best label's score, and ``top_labels`` still name the candidates.
     aggregation : str
         How patches weigh in the file's scores (``patch_weights``).
     floor_db : float, optional

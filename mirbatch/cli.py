@@ -103,6 +103,7 @@ def main() -> None:
     epilog=_example(
         "mirbatch tag examples/ --out labels/\n"
         "mirbatch tag 'archive/**/*.flac' --out labels/ --workers 2\n"
+        "mirbatch tag archive/ --out labels/ --unknown-threshold 0.7   # 'unknown' where less sure\n"
         "mirbatch tag archive/ --out matched/ --mode match --support my-instruments/\n"
         "mirbatch tag s3://bucket/audio/ bundle.zip --out s3://bucket/labels/ --s3-endpoint http://127.0.0.1:9000"
     )
@@ -128,7 +129,9 @@ def main() -> None:
     "--unknown-threshold",
     type=click.FloatRange(0, 1),
     default=None,
-    help="Match mode: best scores below it are labelled 'unknown' (default: calibrated, stored in the model).",
+    help="Files and segments whose best score is below it are labelled 'unknown' (top_labels still name the "
+    "candidates). Default: in match mode calibrated, stored in the model; in classify mode none, every file gets "
+    "a label ('mirbatch eval' shows how often answers over each confidence are right).",
 )
 @click.option(
     "--features", type=click.Choice(["mel", "scalogram"]), default=None, help="Feature kind (default: the model's)."
@@ -640,6 +643,7 @@ def render(
 ) -> None:
     """Render the taxonomy (or single GM programs) from a GM sample library: notes and phrases, a folder per label."""
     from mirbatch.datasets.render import RenderConfig, RenderError, render_dataset
+    from mirbatch.features import NO_SOUND
     from mirbatch.taxonomy import DEFAULT_LABELS, program_label, program_set
 
     chosen = tuple(x.strip() for x in labels.split(",")) if labels else ()
@@ -650,12 +654,19 @@ def render(
     chosen = chosen or DEFAULT_LABELS
     config = RenderConfig(soundfont, per_class, seed, phrase_fraction=phrase_fraction, labels=chosen, vary=vary)
     try:
-        plans = render_dataset(config, Path(out), jobs=jobs)
+        rendered = render_dataset(config, Path(out), jobs=jobs)
     except (RenderError, KeyError) as exc:
         raise click.ClickException(str(exc).strip('"')) from exc
-    rendered = sorted({p.label for p in plans})
-    missing = sorted(set(chosen) - set(rendered))
-    click.echo(f"rendered {len(plans)} clips of {len(rendered)} labels to {out}")
+    written = sorted({p.label for p in rendered.clips})
+    missing = sorted(set(chosen) - set(written) - {p.label for p in rendered.silent})
+    click.echo(f"rendered {len(rendered.clips)} clips of {len(written)} labels to {out}")
+    if rendered.silent:
+        click.echo(
+            f"left out {len(rendered.silent)} clip{'s' if len(rendered.silent) > 1 else ''} with {NO_SOUND}, "
+            f"{rendered.describe_silent()}: the library has no sample at those keys, or a --vary filter closed "
+            "under the note",
+            err=True,
+        )
     if missing:
         click.echo(f"the library has no program for: {', '.join(missing)}", err=True)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,9 @@ from mirbatch.patches import build_patch_set
 from mirbatch.training import embed_clean_patches, embed_queries_and_shots, predict_files
 
 __all__ = [
+    "CONFIDENCE_THRESHOLDS",
     "ClassifierReport",
+    "ConfidenceRow",
     "FilePrediction",
     "MatcherReport",
     "Scores",
@@ -110,6 +112,21 @@ class FilePrediction:
     baseline: str | None
 
 
+# Confidences at which eval reports what is kept and how often it is right (tag --unknown-threshold).
+CONFIDENCE_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+@dataclass(frozen=True)
+class ConfidenceRow:
+    """The files whose answer scores at least ``threshold``: how many, and how often they are right
+    (None when none is kept). ``tag --unknown-threshold`` labels the others ``unknown``."""
+
+    threshold: float
+    files: int
+    fraction: float
+    accuracy: float | None
+
+
 @dataclass(frozen=True)
 class ClassifierReport:
     """One evaluation: the model at file and patch level, and the baseline at file level."""
@@ -138,7 +155,19 @@ class ClassifierReport:
             "file_level": self.file.to_dict(),
             "patch_level": self.patch.to_dict(),
             "baseline_mfcc_svm_file_level": self.baseline.to_dict() if self.baseline else None,
+            "by_confidence": [asdict(row) for row in self.by_confidence()],
         }
+
+    def by_confidence(self, thresholds: tuple[float, ...] = CONFIDENCE_THRESHOLDS) -> list[ConfidenceRow]:
+        """What answering only at or over each confidence keeps, and how often that is right."""
+        confidence = np.array([p.confidence for p in self.predictions])
+        hit = np.array([p.predicted == p.label for p in self.predictions])
+        rows = []
+        for t in thresholds:
+            kept = confidence >= t
+            n = int(kept.sum())
+            rows.append(ConfidenceRow(t, n, n / max(len(hit), 1), float(hit[kept].mean()) if n else None))
+        return rows
 
     def format(self) -> str:
         base = self.baseline
@@ -168,6 +197,11 @@ class ClassifierReport:
             )
         if base is None:
             lines.append("(this checkpoint carries no MFCC-SVM baseline: retrain it with this mirbatch)")
+        lines += ["", "answers scoring at least (tag --unknown-threshold labels the rest 'unknown'):"]
+        lines.append(f"{'confidence':>12}{'files':>8}{'share':>8}{'accuracy':>10}")
+        for row in self.by_confidence():
+            accuracy = f"{row.accuracy:10.3f}" if row.accuracy is not None else f"{'-':>10}"
+            lines.append(f"{row.threshold:12.2f}{row.files:8d}{row.fraction:8.3f}{accuracy}")
         return "\n".join(lines)
 
     def write(self, folder: Path) -> list[Path]:

@@ -420,14 +420,15 @@ def _resolve_model(config: TagConfig) -> tuple[bytes, Checkpoint]:
 
 
 def _resolve_support(config: TagConfig, checkpoint: Checkpoint) -> tuple[SupportSet | None, float | None]:
-    """Match mode: the support set and the unknown threshold (``--unknown-threshold``, else the one
-    the checkpoint calibrated for the library's pitch shifts)."""
+    """The support set (match mode) and the unknown threshold: ``--unknown-threshold``, else in
+    match mode the one the checkpoint calibrated for the library's pitch shifts (classify mode:
+    none, every file gets its best label)."""
     from mirbatch.support import SupportLibrary
 
     if config.mode != "match":
         if config.support:
             raise ValueError("--support is used with --mode match")
-        return None, None
+        return None, config.unknown_threshold
     if not config.support:
         raise ValueError("--mode match needs --support LIB (build one with 'mirbatch support add LIB ...')")
     library = SupportLibrary.open(config.support, must_exist=True)

@@ -29,8 +29,8 @@ FORMATS = [
 def main(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        plans = render_dataset(RenderConfig("timgm6mb", per_class=1, seed=7, phrase_fraction=1.0), Path(tmp))
-        for i, plan in enumerate(plans):
+        rendered = render_dataset(RenderConfig("timgm6mb", per_class=1, seed=7, phrase_fraction=1.0), Path(tmp))
+        for i, plan in enumerate(rendered.clips):
             y, rate = sf.read(Path(tmp) / plan.label / plan.file_name("timgm6mb"), dtype="float32")
             ext, fmt, subtype, target_rate, channels = FORMATS[i % len(FORMATS)]
             y = resample(y[: int(3.0 * rate)], rate, target_rate)

@@ -104,6 +104,16 @@ def test_render_train_eval_through_the_cli(tmp_path: Path) -> None:
     baseline_hits = sum(a["baseline_predicted"] == a["label"] for a in answers)
     assert baseline_hits / len(answers) == pytest.approx(saved["baseline_mfcc_svm_file_level"]["accuracy"])
     assert all(0.0 < float(a["confidence"]) <= 1.0 for a in answers)
+    # What answering only over each confidence keeps (tag --unknown-threshold), from the same answers.
+    assert [row["threshold"] for row in saved["by_confidence"]] == [0.5, 0.6, 0.7, 0.8, 0.9]
+    for row in saved["by_confidence"]:
+        if any(abs(float(a["confidence"]) - row["threshold"]) <= 1e-4 for a in answers):
+            continue  # files.csv rounds scores to 4 decimals: this row's count is not readable from it
+        kept = [a for a in answers if float(a["confidence"]) >= row["threshold"]]
+        assert row["files"] == len(kept) and row["fraction"] == pytest.approx(len(kept) / len(answers))
+        right = sum(a["predicted"] == a["label"] for a in kept)
+        assert row["accuracy"] == (pytest.approx(right / len(kept)) if kept else None)
+    assert "answers scoring at least" in result.output
 
 
 def test_eval_refuses_labels_the_model_does_not_know(tmp_path: Path) -> None:

@@ -9,7 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from click.testing import CliRunner
 
+from mirbatch.cli import main
+from mirbatch.datasets.layouts import clip_records
 from mirbatch.datasets.render import RenderConfig, RenderError, plan_clips, render_dataset, resolve_library
 from mirbatch.taxonomy import DEFAULT_LABELS, instrument
 
@@ -58,6 +61,29 @@ def test_render_layout_and_determinism(tmp_path: Path) -> None:
         assert 0.001 < np.abs(y).max() <= 1.0  # the clip holds sound
 
 
+def test_clips_a_library_plays_no_sample_for_are_named_not_written(tmp_path: Path) -> None:
+    # FluidR3_GM's contrabass has no sample over key 57; the double bass's range reaches 62. Clip 15
+    # of seed 1 is one note at key 60: it comes out silent, and silence is no double bass.
+    out = tmp_path / "fluidr3"
+    stale = out / "double_bass" / "fluidr3_double_bass_00015_p043.wav"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"left by an earlier render")
+    result = CliRunner().invoke(
+        main,
+        ["data", "render", "--soundfont", "fluidr3", "--out", str(out), "--per-class", "16", "--seed", "1",
+         "--labels", "double_bass"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "rendered 15 clips of 1 labels" in result.output
+    assert "left out 1 clip with no sound (nothing over -80 dBFS), double_bass 1 (key 60): the library" in result.output
+    assert not stale.exists()
+    assert len(list((out / "double_bass").glob("*.wav"))) == 15
+    assert [r["index"] for r in clip_records(out)] == [i for i in range(16) if i != 15]
+    assert json.loads((out / "render.json").read_text())["silent_clips"] == ["double_bass/" + stale.name]
+    for wav in (out / "double_bass").glob("*.wav"):
+        assert np.abs(sf.read(wav)[0]).max() > 1e-3
+
+
 def test_different_seed_renders_different_audio(tmp_path: Path) -> None:
     labels = ("violin",)
     render_dataset(RenderConfig("fluidr3", per_class=2, seed=1, labels=labels), tmp_path / "a")
@@ -67,8 +93,8 @@ def test_different_seed_renders_different_audio(tmp_path: Path) -> None:
 
 def test_freepats_renders_with_timidity_and_skips_missing_programs(tmp_path: Path) -> None:
     config = RenderConfig("freepats", per_class=1, seed=0, labels=("viola", "cello", "double_bass"))
-    plans = render_dataset(config, tmp_path)
-    assert [p.label for p in plans] == ["cello"]  # freepats has no viola (41) or double bass (43)
+    rendered = render_dataset(config, tmp_path)
+    assert [p.label for p in rendered.clips] == ["cello"]  # freepats has no viola (41) or double bass (43)
     (wav,) = (tmp_path / "cello").glob("*.wav")
     y, _ = sf.read(wav)
     onset = np.nonzero(np.abs(y) > 0.05 * np.abs(y).max())[0][0]
@@ -88,7 +114,7 @@ def _centroid(y: np.ndarray, rate: int) -> float:
 def test_varied_render_darkens_the_filtered_clips_and_keeps_the_notes(tmp_path: Path) -> None:
     plain = RenderConfig("fluidr3", per_class=6, seed=7, labels=("violin", "trumpet"))
     varied = RenderConfig("fluidr3", per_class=6, seed=7, labels=("violin", "trumpet"), vary=True)
-    plans = render_dataset(varied, tmp_path / "varied")
+    plans = render_dataset(varied, tmp_path / "varied").clips
     render_dataset(plain, tmp_path / "plain")
     assert [p.notes for p in plans] == [p.notes for p in plan_clips(plain)]  # same music, other synthesizer
     darker = [p for p in plans if p.variation is not None and p.variation.filter_cents < -3000]

@@ -116,11 +116,21 @@ def test_bundled_examples_all_get_labels(tmp_path: Path) -> None:
     shown = CliRunner().invoke(main, ["show", str(out)])
     assert shown.exit_code == 0
     assert all(Path(p).name in shown.output for p in df.path)
-    # In bfloat16 the model says the same (slower on a CPU without native bf16, never different).
-    code, output = _tag(str(REPO / "examples"), "--out", str(tmp_path / "bf16"), "--precision", "bf16")
+    # In bfloat16 the model says the same (slower on a CPU without native bf16, never different);
+    # this run also asks for a label only where the model is sure: under the threshold, 'unknown'
+    # with the candidates still in top_labels.
+    threshold = float(np.median(df.confidence))
+    code, output = _tag(
+        str(REPO / "examples"), "--out", str(tmp_path / "bf16"), "--precision", "bf16",
+        "--unknown-threshold", f"{threshold}",
+    )  # fmt: skip
     assert code == 0, output
-    bf16 = pd.read_parquet(tmp_path / "bf16").set_index("path")
-    assert (bf16.loc[df.path, "label"].to_numpy() == df.label.to_numpy()).all()
+    bf16 = pd.read_parquet(tmp_path / "bf16").set_index("path").loc[df.path]
+    assert [top[0] for top in bf16.top_labels] == df.label.tolist()
+    unsure = bf16.confidence < threshold
+    assert 0 < unsure.sum() < len(bf16)
+    assert (bf16.label[unsure] == "unknown").all()
+    assert all(label == top[0] for label, top in zip(bf16.label[~unsure], bf16.top_labels[~unsure], strict=True))
     assert json.loads((tmp_path / "bf16" / SUCCESS_FILE).read_text())["precision"] == "bf16"
 
 

@@ -4,7 +4,10 @@ Each clip is a single note or a short phrase played by one GM program inside the
 playing range, with varied lengths and velocities. Clips are planned from ``(seed, label, index)``
 alone, so a render is deterministic and any clip can be re-rendered on its own. Clips are written
 into MIDI files of many clips each (one synthesizer start per file, not per clip) separated by
-silence, rendered, then cut apart.
+silence, rendered, then cut apart. A library need not cover an instrument's whole range
+(FluidR3_GM's contrabass has no sample over key 57, its violin none at key 94), and a ``vary``
+filter can close under a high note: a clip that comes out silent is not written, and the render
+names it.
 
 ``vary`` randomizes the synthesizer itself per clip (FluidSynth only), through the SoundFont 2.01
 NRPNs that offset an instrument's generators: the low-pass filter's cutoff and resonance, and the
@@ -29,6 +32,7 @@ import numpy as np
 import soundfile as sf
 
 from mirbatch.datasets.layouts import write_clip_records
+from mirbatch.features import SILENT_DBFS
 from mirbatch.taxonomy import TAXONOMY, Instrument, instrument
 
 __all__ = [
@@ -43,6 +47,7 @@ __all__ = [
     "clip_rng",
     "plan_clips",
     "render_dataset",
+    "Rendered",
     "RenderError",
 ]
 
@@ -51,6 +56,7 @@ _TEMPO_US = 500_000  # 120 bpm: one beat = 0.5 s, so seconds -> ticks is exact e
 _TAIL_S = 1.0  # release tail kept after the last note-off
 _GAP_S = 0.75  # extra silence between clips so tails never bleed into the next clip
 _CLIPS_PER_MIDI = 40
+_SILENT_PEAK = 10 ** (SILENT_DBFS / 20)  # a clip whose samples all stay under it is not written
 
 
 class RenderError(RuntimeError):
@@ -337,7 +343,9 @@ def _synthesize(library: SampleLibrary, midi_path: Path, wav_path: Path, sample_
     return audio.mean(axis=1)
 
 
-def _render_chunk(library: SampleLibrary, clips: Sequence[ClipPlan], out: Path, sample_rate: int) -> None:
+def _render_chunk(library: SampleLibrary, clips: Sequence[ClipPlan], out: Path, sample_rate: int) -> list[ClipPlan]:
+    """Render and write ``clips``; return those that came out silent (not written)."""
+    silent: list[ClipPlan] = []
     with tempfile.TemporaryDirectory(prefix="mirbatch-render-") as tmp:
         midi_path = Path(tmp) / "chunk.mid"
         starts = _write_midi(clips, midi_path)
@@ -348,15 +356,19 @@ def _render_chunk(library: SampleLibrary, clips: Sequence[ClipPlan], out: Path, 
         piece = audio[begin:end]
         # Trim the release tail once it falls 60 dB under the clip's peak, but never into the notes.
         peak = float(np.abs(piece).max()) if piece.size else 0.0
-        if peak > 0:
-            loud = np.nonzero(np.abs(piece) > peak * 1e-3)[0]
-            keep = max(int(clip.duration_s * sample_rate), int(loud[-1]) + 1 if loud.size else 0)
-            piece = piece[: min(len(piece), keep)]
-            if peak > 0.99:
-                piece = piece * (0.99 / peak)
         target = out / clip.label / clip.file_name(library.name)
+        if peak < _SILENT_PEAK:  # no sample at those keys, or a filter closed under them: no example
+            target.unlink(missing_ok=True)  # nor one left from an earlier render
+            silent.append(clip)
+            continue
+        loud = np.nonzero(np.abs(piece) > peak * 1e-3)[0]
+        keep = max(int(clip.duration_s * sample_rate), int(loud[-1]) + 1 if loud.size else 0)
+        piece = piece[: min(len(piece), keep)]
+        if peak > 0.99:
+            piece = piece * (0.99 / peak)
         target.parent.mkdir(parents=True, exist_ok=True)
         sf.write(str(target), piece, sample_rate, subtype="PCM_16")
+    return silent
 
 
 def _chunks(plans: Sequence[ClipPlan]) -> Iterable[list[ClipPlan]]:
@@ -364,7 +376,28 @@ def _chunks(plans: Sequence[ClipPlan]) -> Iterable[list[ClipPlan]]:
         yield list(plans[start : start + _CLIPS_PER_MIDI])
 
 
-def render_dataset(config: RenderConfig, out: Path, jobs: int = 2) -> list[ClipPlan]:
+@dataclass(frozen=True)
+class Rendered:
+    """What a render wrote (``clips``, in label then index order) and the planned clips that came out
+    silent and were left out (``silent``: the library plays no sample at their keys, or a ``vary``
+    filter closed under the note)."""
+
+    clips: list[ClipPlan]
+    silent: list[ClipPlan]
+
+    def describe_silent(self) -> str:
+        """``double_bass 13 (keys 58-62), violin 1 (key 94)``: the silent clips per label and the
+        keys of their single notes."""
+        parts = []
+        for label in sorted({c.label for c in self.silent}):
+            clips = [c for c in self.silent if c.label == label]
+            keys = sorted({n.pitch for c in clips if c.kind == "note" for n in c.notes})
+            span = "" if not keys else f" (key {keys[0]})" if len(keys) == 1 else f" (keys {keys[0]}-{keys[-1]})"
+            parts.append(f"{label} {len(clips)}{span}")
+        return ", ".join(parts)
+
+
+def render_dataset(config: RenderConfig, out: Path, jobs: int = 2) -> Rendered:
     """Render ``config`` into ``out/<label>/*.wav`` plus ``render.json`` and ``clips.jsonl``.
 
     Parameters
@@ -378,8 +411,8 @@ def render_dataset(config: RenderConfig, out: Path, jobs: int = 2) -> list[ClipP
 
     Returns
     -------
-    list of ClipPlan
-        The clips written, in label then index order.
+    Rendered
+        The clips written, in label then index order, and those left out as silent.
     """
     library = resolve_library(config.library)
     if config.vary and library.synth != "fluidsynth":
@@ -390,10 +423,17 @@ def render_dataset(config: RenderConfig, out: Path, jobs: int = 2) -> list[ClipP
     out.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         futures = [pool.submit(_render_chunk, library, chunk, out, config.sample_rate) for chunk in _chunks(plans)]
-        for future in futures:
-            future.result()
-    meta = {**config.to_dict(), "library": library.name, "library_path": library.path, "synth": library.synth}
+        silent = [clip for future in futures for clip in future.result()]
+    left_out = {(clip.label, clip.index) for clip in silent}
+    written = [plan for plan in plans if (plan.label, plan.index) not in left_out]
+    meta = {
+        **config.to_dict(),
+        "library": library.name,
+        "library_path": library.path,
+        "synth": library.synth,
+        "silent_clips": [f"{plan.label}/{plan.file_name(library.name)}" for plan in silent],
+    }
     (out / "render.json").write_text(json.dumps(meta, indent=2) + "\n")
-    records = [{"path": f"{plan.label}/{plan.file_name(library.name)}", **asdict(plan)} for plan in plans]
+    records = [{"path": f"{plan.label}/{plan.file_name(library.name)}", **asdict(plan)} for plan in written]
     write_clip_records(out, records)
-    return plans
+    return Rendered(written, silent)
