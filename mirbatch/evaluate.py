@@ -142,6 +142,7 @@ class ClassifierReport:
     baseline: Scores | None
     left_out: dict[str, int]  # files of labels the model does not know, per label
     predictions: tuple[FilePrediction, ...]  # in the order the data sets list them
+    skipped: tuple[str, ...] = ()  # files that do not decode or have no sound: no examples of their labels
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -152,6 +153,7 @@ class ClassifierReport:
             "patches": self.patches,
             "aggregation": self.aggregation,
             "left_out_files": self.left_out,
+            "skipped_files": list(self.skipped),
             "file_level": self.file.to_dict(),
             "patch_level": self.patch.to_dict(),
             "baseline_mfcc_svm_file_level": self.baseline.to_dict() if self.baseline else None,
@@ -185,6 +187,8 @@ class ClassifierReport:
         if self.left_out:
             counts = ", ".join(f"{label} ({n})" for label, n in self.left_out.items())
             lines.insert(1, f"left out {sum(self.left_out.values())} files of labels the model does not know: {counts}")
+        if self.skipped:
+            lines.insert(1, f"skipped {len(self.skipped)} files that do not decode or have no sound (named above)")
         for label in self.file.recall:
             i = self.labels.index(label)
             row = self.file.confusion[i].copy()
@@ -278,6 +282,7 @@ def evaluate_classifier(model: str, data: list[Path], aggregation: str = DEFAULT
         baseline=baseline,
         left_out=left_out,
         predictions=predictions,
+        skipped=tuple(sorted({f.path for f in files} - {f.path for f in patches.files})),
     )
 
 

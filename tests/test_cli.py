@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import click
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -129,14 +130,20 @@ def test_eval_leaves_out_labels_the_model_does_not_know(tmp_path: Path) -> None:
     for code, freq in (("cel", 131.0), ("flu", 880.0), ("voi", 330.0)):
         for i in range(2):
             write_audio(irmas / code / f"{code}{i}.wav", sine(freq * (1 + i / 10), 2.0), SR)
+    # Neither silence nor a broken file is an example of its label: named and skipped, not scored.
+    silent, broken = irmas / "cel" / "cel_silent.wav", irmas / "flu" / "flu_broken.wav"
+    write_audio(silent, np.zeros(2 * SR, np.float32), SR)
+    broken.write_bytes(b"not audio")
     runner = CliRunner()
     report = tmp_path / "report"
     result = runner.invoke(main, ["eval", "--data", str(irmas), "--report", str(report)])
     assert result.exit_code == 0, result.output
     assert "4 files" in result.output
     assert "left out 2 files of labels the model does not know: voice (2)" in result.output
+    assert "skipped 2 files that do not decode or have no sound" in result.output
     saved = json.loads((report / "report.json").read_text())
     assert saved["files"] == 4 and saved["left_out_files"] == {"voice": 2}
+    assert saved["skipped_files"] == sorted([str(silent), str(broken)])
     with (report / "files.csv").open() as f:  # the files evaluated, under the model's label names
         assert sorted(row["label"] for row in csv.DictReader(f)) == ["cello", "cello", "flute", "flute"]
     only_voice = tmp_path / "voice_only"
