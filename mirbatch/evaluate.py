@@ -142,7 +142,7 @@ class ClassifierReport:
     baseline: Scores | None
     left_out: dict[str, int]  # files of labels the model does not know, per label
     predictions: tuple[FilePrediction, ...]  # in the order the data sets list them
-    skipped: tuple[str, ...] = ()  # files that do not decode or have no sound: no examples of their labels
+    skipped: tuple[tuple[str, str], ...] = ()  # (path, why): files that do not decode or have no sound
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -153,7 +153,7 @@ class ClassifierReport:
             "patches": self.patches,
             "aggregation": self.aggregation,
             "left_out_files": self.left_out,
-            "skipped_files": list(self.skipped),
+            "skipped_files": [{"path": path, "reason": reason} for path, reason in self.skipped],
             "file_level": self.file.to_dict(),
             "patch_level": self.patch.to_dict(),
             "baseline_mfcc_svm_file_level": self.baseline.to_dict() if self.baseline else None,
@@ -282,7 +282,7 @@ def evaluate_classifier(model: str, data: list[Path], aggregation: str = DEFAULT
         baseline=baseline,
         left_out=left_out,
         predictions=predictions,
-        skipped=tuple(sorted({f.path for f in files} - {f.path for f in patches.files})),
+        skipped=patches.skipped,
     )
 
 

@@ -57,6 +57,8 @@ class PatchSet:
     files : list of LabelledFile
     file_stats : np.ndarray [shape=(files, 80)]
         MFCC statistics of each clean file, for the baseline.
+    skipped : tuple of (path, reason)
+        The files left out when the set was built (not saved: a loaded set has none).
     """
 
     inputs: torch.Tensor
@@ -66,6 +68,7 @@ class PatchSet:
     variant: np.ndarray
     files: list[LabelledFile]
     file_stats: np.ndarray
+    skipped: tuple[tuple[str, str], ...] = ()
 
     def save(self, path: Path) -> None:
         np.savez(
@@ -123,33 +126,37 @@ def _patch_chunk(
     augment: AugmentConfig | None,
     seed: int,
     salt: int,
-) -> PatchSet | None:
+) -> PatchSet | tuple[tuple[str, str], ...]:
     """Decode, augment and featurize one chunk of files (a Ray task or a plain call).
 
     Undecodable files and files with no sound (no patch over ``SILENT_DBFS``, which ``tag`` labels
-    ``unknown``) are left out with a log line: neither is an example of its label.
+    ``unknown``) are left out and listed in ``skipped``: neither is an example of its label. A chunk
+    with no file left returns its skipped files alone.
     """
     index = {label: i for i, label in enumerate(labels)}
     rate = features.sample_rate
     featurizer = make_featurizer(features)
     decoded: list[tuple[LabelledFile, np.ndarray]] = []
+    skipped: list[tuple[str, str]] = []
     for f in files:
         try:
             decoded.append((f, decode(f.path, rate).samples))
         except DecodeError as exc:
-            log.warning("skipping %s: %s", f.path, exc.reason)
+            skipped.append((f.path, exc.reason))
     if not decoded:
-        return None
+        return tuple(skipped)
     inputs, owner, variant, level = _featurize(featurizer, [(i, 0, y) for i, (_, y) in enumerate(decoded)])
     # The rule tag and support add apply: a file with no patch over the floor has no sound.
     active = patch_weights(level - full_scale_level_db(featurizer), "mean", group=owner, floor_db=SILENT_DBFS) > 0
     silent = np.bincount(owner, weights=active, minlength=len(decoded)) == 0
-    for (f, _), is_silent in zip(decoded, silent, strict=True):
+    kept = []
+    for (f, y), is_silent in zip(decoded, silent, strict=True):
         if is_silent:
-            log.warning("skipping %s: %s: not an example of %s", f.path, NO_SOUND, f.label)
-    kept = [d for d, is_silent in zip(decoded, silent, strict=True) if not is_silent]
+            skipped.append((f.path, f"{NO_SOUND}: not an example of {f.label}"))
+        else:
+            kept.append((f, y))
     if not kept:
-        return None
+        return tuple(skipped)
     renumbered = np.cumsum(~silent) - 1
     sounding = ~silent[owner]
     parts = [(inputs[torch.from_numpy(sounding)], renumbered[owner[sounding]], variant[sounding], level[sounding])]
@@ -177,10 +184,11 @@ def _patch_chunk(
         np.concatenate([p[2] for p in parts]),
         kept_files,
         stats_for([y for _, y in kept], rate),
+        tuple(skipped),
     )
 
 
-def _concat(parts: Sequence[PatchSet]) -> PatchSet:
+def _concat(parts: Sequence[PatchSet], skipped: tuple[tuple[str, str], ...]) -> PatchSet:
     offsets = np.cumsum([0] + [len(p.files) for p in parts[:-1]])
     return PatchSet(
         torch.cat([p.inputs for p in parts]),
@@ -190,6 +198,7 @@ def _concat(parts: Sequence[PatchSet]) -> PatchSet:
         np.concatenate([p.variant for p in parts]),
         [f for p in parts for f in p.files],
         np.concatenate([p.file_stats for p in parts]),
+        skipped,
     )
 
 
@@ -203,9 +212,10 @@ def build_patch_set(
 ) -> PatchSet:
     """Decode ``files``, add augmented copies, and cut everything into unresized patches.
 
-    Undecodable files are left out (with a log line). ``augment`` None or ``variants=0`` gives the
-    clean patches only. ``on_ray`` spreads chunks of files over Ray tasks (the cluster's CPUs);
-    chunks interleave the files (``files[i::n]``) so each holds many labels to mix from.
+    Files that do not decode or have no sound are left out, each named in a log line here (on the
+    driver, once) and in ``PatchSet.skipped``. ``augment`` None or ``variants=0`` gives the clean
+    patches only. ``on_ray`` spreads chunks of files over Ray tasks (the cluster's CPUs); chunks
+    interleave the files (``files[i::n]``) so each holds many labels to mix from.
     """
     n_chunks = max(1, min(len(files) // 64, 256)) if on_ray else 1
     args = [([*files[i::n_chunks]], list(labels), features, augment, seed, i) for i in range(n_chunks)]
@@ -216,9 +226,12 @@ def build_patch_set(
         results = ray.get([task.remote(*a) for a in args])
     else:
         results = [_patch_chunk(*a) for a in args]
-    parts = [r for r in results if r is not None]
+    parts = [r for r in results if isinstance(r, PatchSet)]
+    skipped = tuple(sorted(s for r in results for s in (r.skipped if isinstance(r, PatchSet) else r)))
+    for path, reason in skipped:
+        log.warning("skipping %s: %s", path, reason)
     if not parts:
         raise ValueError(
             "none of the data-set files can be used: each one is unreadable or has no sound (see the lines above)"
         )
-    return _concat(parts)
+    return _concat(parts, skipped)

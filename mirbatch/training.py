@@ -522,6 +522,7 @@ def build_cache(
         "train_patches": len(train_set.targets),
         "val_files": len(val_set.files),
         "val_patches": len(val_set.targets),
+        "skipped_files": len(train_set.skipped) + len(val_set.skipped),  # named in the log lines above
     }
     remote = "://" in target
     if not remote:
@@ -535,8 +536,9 @@ def build_cache(
         fs.pipe(f"{target_path}/done.json", json.dumps(summary, indent=2).encode())
     log_line(
         f"features: {summary['train_files']} train files ({summary['train_patches']} patches with "
-        f"{config.augment.variants} augmented copies), {summary['val_files']} val files, {len(labels)} labels, "
-        f"built in {time.perf_counter() - started:.0f}s"
+        f"{config.augment.variants} augmented copies), {summary['val_files']} val files, {len(labels)} labels"
+        + (f", skipped {summary['skipped_files']} (named above)" if summary["skipped_files"] else "")
+        + f", built in {time.perf_counter() - started:.0f}s"
     )
     return labels, target
 

@@ -68,6 +68,7 @@ def test_render_train_eval_through_the_cli(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "rendered 24 clips of 3 labels" in result.output
+    write_audio(data / "tuba" / "silence.wav", np.zeros(SR, np.float32), SR)  # no example of a tuba
     ckpt = tmp_path / "model.safetensors"
     result = runner.invoke(
         main,
@@ -76,6 +77,7 @@ def test_render_train_eval_through_the_cli(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "epoch   2" in result.output and "saved" in result.output
+    assert "skipped 1 (named above)" in result.output
     checkpoint = load_checkpoint(str(ckpt))
     assert checkpoint.meta.labels == ("flute", "piano", "tuba")
     assert checkpoint.meta.training["epochs"] == 2 and checkpoint.meta.training["precision"] == "bf16"
@@ -98,7 +100,7 @@ def test_render_train_eval_through_the_cli(tmp_path: Path) -> None:
     with (report / "files.csv").open() as f:
         answers = list(csv.DictReader(f))
     saved = json.loads((report / "report.json").read_text())
-    assert sorted(a["path"] for a in answers) == sorted(str(p) for p in data.rglob("*.wav"))
+    assert sorted(a["path"] for a in answers) == sorted(str(p) for p in data.rglob("*.wav") if p.name != "silence.wav")
     assert {a["label"] for a in answers} == {"flute", "piano", "tuba"}
     hits = sum(a["predicted"] == a["label"] for a in answers)
     assert hits / len(answers) == pytest.approx(saved["file_level"]["accuracy"])
@@ -143,7 +145,9 @@ def test_eval_leaves_out_labels_the_model_does_not_know(tmp_path: Path) -> None:
     assert "skipped 2 files that do not decode or have no sound" in result.output
     saved = json.loads((report / "report.json").read_text())
     assert saved["files"] == 4 and saved["left_out_files"] == {"voice": 2}
-    assert saved["skipped_files"] == sorted([str(silent), str(broken)])
+    assert [f["path"] for f in saved["skipped_files"]] == sorted([str(silent), str(broken)])
+    assert "no sound (nothing over -80 dBFS): not an example of cello" in saved["skipped_files"][0]["reason"]
+    assert saved["skipped_files"][1]["reason"].startswith("not a readable audio file")
     with (report / "files.csv").open() as f:  # the files evaluated, under the model's label names
         assert sorted(row["label"] for row in csv.DictReader(f)) == ["cello", "cello", "flute", "flute"]
     only_voice = tmp_path / "voice_only"

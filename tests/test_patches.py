@@ -47,6 +47,7 @@ def test_silent_and_undecodable_files_are_left_out_and_named(tmp_path: Path, cap
     assert set(skipped) == {"zeros.wav", "dither.wav", "junk.wav"}
     assert "no sound (nothing over -80 dBFS): not an example of violin" in skipped["zeros.wav"]
     assert "not an example of flute" in skipped["dither.wav"]
+    assert {Path(path).name for path, _ in patches.skipped} == set(skipped)  # what eval reports
     # Every patch belongs to a kept file, carries that file's label, and each file has its clean
     # patches and both augmented copies.
     assert patches.owner.min() == 0 and patches.owner.max() == 1
