@@ -15,7 +15,8 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -45,6 +46,7 @@ __all__ = [
     "TagSummary",
     "ScoreActor",
     "FileAssembler",
+    "default_token_notice_dropped",
     "ensure_ray",
     "run_tag",
 ]
@@ -380,7 +382,8 @@ def ensure_ray(address: str | None, num_cpus: int | None = None) -> None:
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
-    else:
+        return
+    with default_token_notice_dropped():
         ray.init(
             address="local",
             num_cpus=num_cpus or os.cpu_count() or 1,
@@ -392,6 +395,23 @@ def ensure_ray(address: str | None, num_cpus: int | None = None) -> None:
             # (ray-project/ray#53727) and has nothing to watch on one local node.
             runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}},
         )
+
+
+@contextmanager
+def default_token_notice_dropped() -> Iterator[None]:
+    """While it is open, Ray's notice that a new local cluster turned token authentication on (as
+    it does by default, on every run) is dropped; the authentication stays on, and the logger's
+    other warnings (such as one that it is off) still show."""
+
+    def not_the_notice(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster.")
+
+    notices = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    notices.addFilter(not_the_notice)
+    try:
+        yield
+    finally:
+        notices.removeFilter(not_the_notice)
 
 
 def _resolve_model(config: TagConfig) -> tuple[bytes, Checkpoint]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -197,3 +198,25 @@ def test_submit_a_tag_job_to_a_ray_head_and_wait(ray_head: str, fluidr3_clips: P
     assert "SUCCEEDED" in status.output
     logs = CliRunner().invoke(main, ["jobs", "logs", submission_id, "--address", ray_head])
     assert "4 ok, 0 errors" in logs.output
+
+
+def test_only_the_notice_that_token_auth_is_on_is_dropped(caplog: pytest.LogCaptureFixture) -> None:
+    # Ray's own warnings, as a new local cluster logs them: the one that says the default is on is
+    # dropped on every run; the one that says authentication is off still shows.
+    from ray._private.authentication import authentication_token_setup as ray_auth
+
+    from mirbatch.pipeline import default_token_notice_dropped
+
+    ray_auth.logger.addHandler(caplog.handler)  # Ray's loggers do not propagate to the root
+    try:
+        with caplog.at_level(logging.WARNING, logger=ray_auth.logger.name):
+            with default_token_notice_dropped():
+                ray_auth._warn_token_auth_enabled()
+                ray_auth._warn_token_auth_disabled()
+            ray_auth._warn_token_auth_enabled()  # outside it, Ray's notice is untouched
+    finally:
+        ray_auth.logger.removeHandler(caplog.handler)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2
+    assert messages[0].startswith("Token authentication is disabled")
+    assert messages[1].startswith("Token authentication is enabled")
