@@ -200,23 +200,30 @@ def test_submit_a_tag_job_to_a_ray_head_and_wait(ray_head: str, fluidr3_clips: P
     assert "4 ok, 0 errors" in logs.output
 
 
-def test_only_the_notice_that_token_auth_is_on_is_dropped(caplog: pytest.LogCaptureFixture) -> None:
+def test_only_the_notice_that_token_auth_is_on_is_dropped() -> None:
     # Ray's own warnings, as a new local cluster logs them: the one that says the default is on is
     # dropped on every run; the one that says authentication is off still shows.
     from ray._private.authentication import authentication_token_setup as ray_auth
 
     from mirbatch.pipeline import default_token_notice_dropped
 
-    ray_auth.logger.addHandler(caplog.handler)  # Ray's loggers do not propagate to the root
+    class Collect(logging.Handler):  # on the logger itself: whether Ray's loggers propagate varies
+        def __init__(self) -> None:
+            super().__init__(logging.WARNING)
+            self.messages: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.messages.append(record.getMessage())
+
+    collect = Collect()
+    ray_auth.logger.addHandler(collect)
     try:
-        with caplog.at_level(logging.WARNING, logger=ray_auth.logger.name):
-            with default_token_notice_dropped():
-                ray_auth._warn_token_auth_enabled()
-                ray_auth._warn_token_auth_disabled()
-            ray_auth._warn_token_auth_enabled()  # outside it, Ray's notice is untouched
+        with default_token_notice_dropped():
+            ray_auth._warn_token_auth_enabled()
+            ray_auth._warn_token_auth_disabled()
+        ray_auth._warn_token_auth_enabled()  # outside it, Ray's notice is untouched
     finally:
-        ray_auth.logger.removeHandler(caplog.handler)
-    messages = [r.getMessage() for r in caplog.records]
-    assert len(messages) == 2
-    assert messages[0].startswith("Token authentication is disabled")
-    assert messages[1].startswith("Token authentication is enabled")
+        ray_auth.logger.removeHandler(collect)
+    assert len(collect.messages) == 2
+    assert collect.messages[0].startswith("Token authentication is disabled")
+    assert collect.messages[1].startswith("Token authentication is enabled")
