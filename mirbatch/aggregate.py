@@ -98,10 +98,15 @@ def patch_weights(
     return np.where(sounding, weights, 0.0).astype(np.float32)
 
 
-def active_patches(level_db: np.ndarray, silence_db: float = SILENCE_DB, floor_db: float | None = None) -> np.ndarray:
-    """Boolean mask of the patches that carry sound (within ``silence_db`` of the loudest one, and
-    not under ``floor_db``: ``patch_weights``)."""
-    return patch_weights(level_db, "mean", silence_db=silence_db, floor_db=floor_db) > 0
+def active_patches(
+    level_db: np.ndarray,
+    silence_db: float = SILENCE_DB,
+    floor_db: float | None = None,
+    group: np.ndarray | None = None,
+) -> np.ndarray:
+    """Boolean mask of the patches that carry sound (within ``silence_db`` of the loudest one of
+    their ``group``, and not under ``floor_db``: ``patch_weights``)."""
+    return patch_weights(level_db, "mean", group=group, silence_db=silence_db, floor_db=floor_db) > 0
 
 
 def aggregate_file(

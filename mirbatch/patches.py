@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mirbatch.aggregate import DEFAULT_AGGREGATION, patch_weights
+from mirbatch.aggregate import DEFAULT_AGGREGATION, active_patches, patch_weights
 from mirbatch.audio import DecodeError, decode
 from mirbatch.augment import AugmentConfig, augment_clip
 from mirbatch.baseline import stats_for
@@ -147,7 +147,7 @@ def _patch_chunk(
         return tuple(skipped)
     inputs, owner, variant, level = _featurize(featurizer, [(i, 0, y) for i, (_, y) in enumerate(decoded)])
     # The rule tag and support add apply: a file with no patch over the floor has no sound.
-    active = patch_weights(level - full_scale_level_db(featurizer), "mean", group=owner, floor_db=SILENT_DBFS) > 0
+    active = active_patches(level - full_scale_level_db(featurizer), floor_db=SILENT_DBFS, group=owner)
     silent = np.bincount(owner, weights=active, minlength=len(decoded)) == 0
     kept = []
     for (f, y), is_silent in zip(decoded, silent, strict=True):
