@@ -31,6 +31,7 @@ __all__ = [
     "equalize",
     "low_pass",
     "mix_in",
+    "noise_only",
     "pitch_shift",
     "reverberate",
     "wavetable_sustains",
@@ -180,6 +181,36 @@ def add_noise(y: np.ndarray, rate: int, rng: np.random.Generator) -> np.ndarray:
     noise_rms = np.sqrt(np.mean(noise**2)) + 1e-12
     snr_db = rng.uniform(15.0, 45.0)
     return (y + noise * (signal_rms / noise_rms) * 10 ** (-snr_db / 20)).astype(np.float32)
+
+
+def noise_only(n: int, rate: int, rng: np.random.Generator) -> np.ndarray:
+    """Noise with no instrument in it: hiss, rumble, room tone or tape, to teach a classifier what is
+    no instrument (``TrainConfig.noise_outliers``).
+
+    Parameters
+    ----------
+    n : int
+        Samples.
+    rate : int
+        Sample rate (Hz).
+    rng : np.random.Generator
+
+    Returns
+    -------
+    np.ndarray [shape=(n,), dtype=float32]
+        Gaussian noise with a spectral slope of -9 to +3 dB per octave (brown to bluer than white),
+        coloured further by ``equalize``, its level wobbling by up to +-50 % at 0.2-3 Hz, at -60 to
+        -20 dB RMS.
+    """
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    spectrum[0] = 0.0  # no offset
+    octaves = np.log2(np.maximum(np.fft.rfftfreq(n, 1.0 / rate), 20.0) / 1000.0)
+    noise = np.fft.irfft(spectrum * 10 ** (rng.uniform(-9.0, 3.0) * octaves / 20), n)
+    noise = equalize(noise, rate, rng).astype(np.float64)
+    wobble = 2 * np.pi * rng.uniform(0.2, 3.0) * np.arange(n) / rate + rng.uniform(0, 2 * np.pi)
+    noise *= 1.0 + rng.uniform(0.0, 0.5) * np.sin(wobble)
+    rms = np.sqrt(np.mean(noise**2)) + 1e-12
+    return (noise * 10 ** (rng.uniform(-60.0, -20.0) / 20) / rms).astype(np.float32)
 
 
 def equalize(y: np.ndarray, rate: int, rng: np.random.Generator) -> np.ndarray:

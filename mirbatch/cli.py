@@ -329,6 +329,15 @@ def show(out: str, limit: int) -> None:
     show_default=True,
     help="Matchers: weight of the auxiliary classification loss on the embeddings beside the pair loss.",
 )
+@click.option(
+    "--noise-outliers",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Classifiers: weight of a loss that teaches noise with no instrument in it (hiss, rumble, room tone) "
+    "to score alike for every label, so that 'tag --unknown-threshold' turns it 'unknown' (0.5 measured; 0: "
+    "off). Mains hum is not such noise: it is a harmonic tone.",
+)
 @click.option("--epochs", type=click.IntRange(min=1), default=40, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Global batch size.")
 @click.option(
@@ -406,6 +415,7 @@ def train(
     augment: str,
     augment_copies: int,
     aux_weight: float,
+    noise_outliers: float,
     epochs: int,
     batch_size: int,
     lr: float | None,
@@ -468,6 +478,7 @@ def train(
             use_gpu=use_gpu,
             precision=precision,
             aux_weight=aux_weight,
+            noise_outliers=noise_outliers,
             support_shifts=_semitones(support_shifts) if support_shifts is not None else None,
             init=init,
         )

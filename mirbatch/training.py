@@ -51,6 +51,7 @@ from mirbatch.features import (
     ScalogramConfig,
     check_pitch_shifts,
     feature_config_from_dict,
+    make_featurizer,
     resize_patches,
     shifts_key,
 )
@@ -101,11 +102,13 @@ __all__ = [
     "embed_queries_and_shots",
     "latest_checkpoint",
     "matcher_file_scores",
+    "noise_patches",
     "predict_files",
     "same_and_different",
     "scheduled_lr",
     "train",
     "train_loop",
+    "uniform_loss",
 ]
 
 log = logging.getLogger(__name__)
@@ -202,6 +205,11 @@ class TrainConfig:
         A checkpoint (bundled name or path) to start from instead of random weights: fine-tuning.
         Its architecture, width and features must be this run's (``check_init``); the output rows of
         labels it knows are carried over by name, new labels start fresh (``initial_weights``).
+    noise_outliers : float
+        Classifiers: weight of a loss that teaches noise with no instrument in it (hiss, rumble, room
+        tone: ``augment.noise_only``) to score alike for every label (``uniform_loss``), on noise
+        patches a quarter as many as each batch's; 0: off. A model trained so is unsure on such noise,
+        and ``tag --unknown-threshold`` turns it ``unknown``.
     """
 
     data: tuple[str, ...]
@@ -225,6 +233,7 @@ class TrainConfig:
     support_shifts: tuple[int, ...] | None = None
     precision: str = "fp32"
     init: str | None = None
+    noise_outliers: float = 0.0
 
     def __post_init__(self) -> None:
         if self.precision not in TRAINING_PRECISIONS:
@@ -250,6 +259,8 @@ class TrainConfig:
                 )
             if self.aux_labels:
                 raise ValueError("auxiliary labels are for cnn, cnn-freq and cnn-vgg, not cnn-harmonic")
+        if self.noise_outliers < 0 or (self.noise_outliers > 0 and is_matcher(self.architecture)):
+            raise ValueError("noise_outliers is a non-negative loss weight, for classifiers (not the matchers)")
         if self.support_shifts is not None:
             if not is_matcher(self.architecture):
                 raise ValueError("support shifts are for matchers (siamese, residual-siamese), not classifiers")
@@ -354,6 +365,25 @@ def augment_patches(x: torch.Tensor, generator: torch.Generator, fixed_rows: int
         out[i, :, f0 : f0 + f_width[i]] = 0.0
         out[i, :, :, t0 : t0 + t_width[i]] = 0.0
     return out
+
+
+NOISE_CLIPS = 600  # 3 s noise clips featurized once per worker (3,000 mel patches: a few seconds)
+
+
+def noise_patches(features: FeatureConfig, seed: int, clips: int = NOISE_CLIPS) -> torch.Tensor:
+    """Unresized feature patches [shape=(patches, 1, rows, columns)] of ``clips`` 3 s clips of
+    ``augment.noise_only``: examples of no instrument, for ``TrainConfig.noise_outliers``."""
+    rng = np.random.default_rng([seed, 7])
+    audio = [mirbatch.augment.noise_only(3 * features.sample_rate, features.sample_rate, rng) for _ in range(clips)]
+    return make_featurizer(features)(audio, resize=False).inputs
+
+
+def uniform_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of logits [shape=(b, labels)] (or [shape=(b, branches, labels)], summed over the
+    branches as ``classifier_loss`` does) towards equal odds for every label: log(labels) at its
+    least, where every label scores alike."""
+    branches = 1 if logits.dim() == 2 else logits.shape[1]
+    return -branches * F.log_softmax(logits, dim=-1).mean(dim=-1).mean()
 
 
 def classifier_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -854,6 +884,8 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         val_set.file_stats,
     )
     val_sounding = my_val_set.weights() > 0
+    noise_weight = loop_config["noise_outliers"]
+    noise = noise_patches(features, loop_config["seed"]) if noise_weight > 0 else None
 
     def validate(total: float, seen: float) -> tuple[float, float, float]:
         """(patch, file accuracy on validation, mean training loss), over every rank."""
@@ -907,6 +939,8 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                 if len(idx) == 0:
                     idx = order[:per_worker_batch]
             x = train_set.inputs[idx].float()
+            if noise is not None:  # examples of no instrument after the batch's own
+                x = torch.cat([x, noise[rng.choice(len(noise), max(1, len(idx) // 4), replace=False)].float()])
             x = resize_patches(augment_patches(x, generator, features.harmonic_rows), features).to(device)
             with autocast(device.type, loop_config["precision"]):
                 if matcher:
@@ -917,7 +951,10 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                     if loop_config["aux_weight"] > 0:
                         loss = loss + loop_config["aux_weight"] * F.cross_entropy(class_logits.float(), targets)
                 else:
-                    loss = classifier_loss(model(x).float(), train_set.targets[idx].to(device))
+                    logits = model(x).float()
+                    loss = classifier_loss(logits[: len(idx)], train_set.targets[idx].to(device))
+                    if noise is not None:
+                        loss = loss + noise_weight * uniform_loss(logits[len(idx) :])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -1053,6 +1090,7 @@ def train(
         "patience": config.patience,
         "seed": config.seed,
         "aux_weight": config.aux_weight,
+        "noise_outliers": config.noise_outliers,
         "support_shifts": list(config.shot_shifts),
         "predicted": config.predicted,
         "precision": config.precision,
@@ -1150,6 +1188,7 @@ def train(
             "precision": config.precision,
             **({"init": init.model_id} if init is not None else {}),
             **({"aux_weight": config.aux_weight} if is_matcher(config.architecture) else {}),
+            **({"noise_outliers": config.noise_outliers} if config.noise_outliers > 0 else {}),
             **({"aux_labels": list(labels[len(predicted_labels) :])} if config.predicted else {}),
         },
         metrics=summary,

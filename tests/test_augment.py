@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -15,6 +17,7 @@ from mirbatch.augment import (
     equalize,
     low_pass,
     mix_in,
+    noise_only,
     pitch_shift,
     reverberate,
     wavetable_sustains,
@@ -76,6 +79,27 @@ def test_noise_snr_is_between_15_and_45_db() -> None:
         noise = add_noise(y, RATE, np.random.default_rng(seed)) - y
         snr = 10 * np.log10(np.mean(y**2) / np.mean(noise**2))
         assert 14.9 <= snr <= 45.1
+
+
+def test_noise_only_is_broadband_noise_of_many_colours_and_levels() -> None:
+    rng = np.random.default_rng(0)
+    clips = [noise_only(RATE, RATE, rng) for _ in range(40)]
+    assert all(c.dtype == np.float32 and c.shape == (RATE,) for c in clips)
+    rms_db = np.array([20 * np.log10(np.sqrt(np.mean(c.astype(np.float64) ** 2))) for c in clips])
+    assert rms_db.min() >= -60.5 and rms_db.max() <= -19.5 and np.ptp(rms_db) > 20
+    # Spectral slope in dB per octave (a line through the band levels, 100 Hz-8 kHz, octave bands):
+    # -9 to +3 by construction, bent further by the EQ's tilt (+-3) and bands (+-12 dB).
+    freqs = np.fft.rfftfreq(RATE, 1 / RATE)
+    centres = 125 * 2.0 ** np.arange(7)
+    slopes = []
+    for c in clips:
+        power = np.abs(np.fft.rfft(c)) ** 2
+        bands = [10 * np.log10(power[(freqs >= f / np.sqrt(2)) & (freqs < f * np.sqrt(2))].mean()) for f in centres]
+        slopes.append(np.polyfit(np.log2(centres), bands, 1)[0] - 3.0)  # octave bands double in width: +3 dB
+    assert min(slopes) < -6 and max(slopes) > 0 and all(-20 < x < 12 for x in slopes)
+    assert all(abs(np.corrcoef(a, b)[0, 1]) < 0.2 for a, b in itertools.pairwise(clips[:11]))
+    again = noise_only(RATE, RATE, np.random.default_rng(0))
+    np.testing.assert_array_equal(again, clips[0])
 
 
 def test_equalize_and_reverb_change_the_signal_but_not_its_pitch() -> None:

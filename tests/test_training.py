@@ -24,7 +24,15 @@ from mirbatch.datasets.layouts import LabelledFile
 from mirbatch.datasets.render import RenderConfig, render_dataset
 from mirbatch.models import build_model, count_parameters, load_checkpoint
 from mirbatch.sources import S3Options
-from mirbatch.training import DEFAULT_SUPPORT_SHIFTS, TrainConfig, default_features, scheduled_lr, train
+from mirbatch.training import (
+    DEFAULT_SUPPORT_SHIFTS,
+    TrainConfig,
+    default_features,
+    noise_patches,
+    scheduled_lr,
+    train,
+    uniform_loss,
+)
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -172,6 +180,24 @@ def test_the_cosine_schedule_falls_to_zero_and_configs_are_checked() -> None:
         TrainConfig(data=("x",), lr_schedule="linear")
     with pytest.raises(ValueError, match="not for cnn"):
         TrainConfig(data=("x",), architecture="cnn", width=64)
+
+
+def test_the_uniform_loss_is_least_where_every_label_scores_alike() -> None:
+    labels = 5
+    assert float(uniform_loss(torch.zeros(4, labels))) == pytest.approx(np.log(labels))
+    sure = torch.zeros(4, labels)
+    sure[:, 0] = 8.0
+    assert float(uniform_loss(sure)) > np.log(labels) + 1
+    # Two branches (cnn-harmonic) count twice, as classifier_loss counts them.
+    assert float(uniform_loss(torch.zeros(4, 2, labels))) == pytest.approx(2 * np.log(labels))
+
+
+def test_noise_patches_are_feature_patches_of_the_run() -> None:
+    features = default_features("cnn-harmonic")
+    patches = noise_patches(features, seed=0, clips=4)
+    assert patches.shape == (4 * 5, 1, 121, 44)  # 3 s clips: five 1 s patches at a 0.5 s hop
+    assert torch.equal(patches, noise_patches(features, seed=0, clips=4))
+    assert not torch.equal(patches, noise_patches(features, seed=1, clips=4))
 
 
 def test_a_cached_feature_set_is_only_reused_for_the_same_split_groups() -> None:
@@ -335,27 +361,42 @@ def test_a_scalogram_model_trains_and_tags(small_data: Path, tmp_path: Path) -> 
 @pytest.mark.slow
 def test_the_vgg_classifier_trains_on_unresized_patches_with_adamw_and_tags(small_data: Path, tmp_path: Path) -> None:
     import pandas as pd
+    import soundfile as sf
 
+    from mirbatch.augment import noise_only
     from mirbatch.pipeline import TagConfig, run_tag
 
     out = tmp_path / "vgg.safetensors"
     args = [
         "train", "--model", "cnn-vgg", "--data", str(small_data), "--out", str(out), "--epochs", "6",
         "--val-fraction", "0.3", "--augment-copies", "1", "--batch-size", "16", "--lr-schedule", "cosine",
-        "--storage", str(tmp_path / "runs"),
+        "--noise-outliers", "1", "--storage", str(tmp_path / "runs"),
     ]  # fmt: skip
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     checkpoint = load_checkpoint(str(out))
     assert checkpoint.meta.features.input_size == (96, 44)  # the mel patch as computed: never resized
     assert checkpoint.meta.training["optimizer"] == "adamw" and checkpoint.meta.training["lr"] == 1e-3
+    assert checkpoint.meta.training["noise_outliers"] == 1.0
     assert checkpoint.meta.metrics["val_file_accuracy"] >= 0.6  # 3 labels, chance 1/3
-    run_tag(TagConfig(sources=(str(small_data / "flute"),), out=str(tmp_path / "out"), model=str(out)))
+    # Noise it never heard scores towards equal odds (1/3): this run without --noise-outliers gave
+    # these six files 0.45-0.97 (mean 0.71), its flutes a median of 0.93; with it 0.36-0.52 (mean 0.45).
+    (tmp_path / "noise").mkdir()
+    rng = np.random.default_rng(123)
+    for i in range(6):
+        sf.write(tmp_path / "noise" / f"hiss{i}.wav", noise_only(4 * 22050, 22050, rng), 22050, subtype="PCM_16")
+    sources = (str(small_data / "flute"), str(tmp_path / "noise"))
+    run_tag(TagConfig(sources=sources, out=str(tmp_path / "out"), model=str(out)))
     df = pd.read_parquet(tmp_path / "out")
-    assert len(df) == len(list((small_data / "flute").glob("*.wav"))) and (df["status"] == "ok").all()
+    noise = df.path.str.contains("hiss")
+    assert len(df[~noise]) == len(list((small_data / "flute").glob("*.wav"))) and (df["status"] == "ok").all()
     assert df["model"].str.startswith("vgg@").all()
+    assert (df.label[~noise] == "flute").mean() >= 0.8
+    assert df.confidence[noise].max() < 0.6 < df.confidence[~noise].median()
     with pytest.raises(ValueError, match="unknown optimizer"):
         TrainConfig(data=("x",), optimizer="sgd")
+    with pytest.raises(ValueError, match="for classifiers"):
+        TrainConfig(data=("x",), architecture="siamese", features=default_features("siamese"), noise_outliers=0.5)
 
 
 @pytest.mark.slow
