@@ -260,7 +260,10 @@ class TrainConfig:
             if self.aux_labels:
                 raise ValueError("auxiliary labels are for cnn, cnn-freq and cnn-vgg, not cnn-harmonic")
         if self.noise_outliers < 0 or (self.noise_outliers > 0 and is_matcher(self.architecture)):
-            raise ValueError("noise_outliers is a non-negative loss weight, for classifiers (not the matchers)")
+            raise ValueError(
+                "noise_outliers (--noise-outliers) is a loss weight of 0 or more, for the classifiers (cnn, cnn-freq, "
+                "cnn-vgg, cnn-harmonic), not the matchers"
+            )
         if self.support_shifts is not None:
             if not is_matcher(self.architecture):
                 raise ValueError("support shifts are for matchers (siamese, residual-siamese), not classifiers")
@@ -367,10 +370,10 @@ def augment_patches(x: torch.Tensor, generator: torch.Generator, fixed_rows: int
     return out
 
 
-NOISE_CLIPS = 600  # 3 s noise clips featurized once per worker (3,000 mel patches: a few seconds)
+_NOISE_CLIPS = 600  # 3 s noise clips featurized once per worker (3,000 log-mel patches: a few seconds)
 
 
-def noise_patches(features: FeatureConfig, seed: int, clips: int = NOISE_CLIPS) -> torch.Tensor:
+def noise_patches(features: FeatureConfig, seed: int, clips: int = _NOISE_CLIPS) -> torch.Tensor:
     """Unresized feature patches [shape=(patches, 1, rows, columns)] of ``clips`` 3 s clips of
     ``augment.noise_only``: examples of no instrument, for ``TrainConfig.noise_outliers``."""
     rng = np.random.default_rng([seed, 7])

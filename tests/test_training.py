@@ -395,7 +395,7 @@ def test_the_vgg_classifier_trains_on_unresized_patches_with_adamw_and_tags(smal
     assert df.confidence[noise].max() < 0.6 < df.confidence[~noise].median()
     with pytest.raises(ValueError, match="unknown optimizer"):
         TrainConfig(data=("x",), optimizer="sgd")
-    with pytest.raises(ValueError, match="for classifiers"):
+    with pytest.raises(ValueError, match="for the classifiers"):
         TrainConfig(data=("x",), architecture="siamese", features=default_features("siamese"), noise_outliers=0.5)
 
 
