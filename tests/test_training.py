@@ -180,6 +180,8 @@ def test_the_cosine_schedule_falls_to_zero_and_configs_are_checked() -> None:
         TrainConfig(data=("x",), lr_schedule="linear")
     with pytest.raises(ValueError, match="not for cnn"):
         TrainConfig(data=("x",), architecture="cnn", width=64)
+    with pytest.raises(ValueError, match="for the classifiers"):
+        TrainConfig(data=("x",), architecture="siamese", features=default_features("siamese"), noise_outliers=0.5)
 
 
 def test_the_uniform_loss_is_least_where_every_label_scores_alike() -> None:
@@ -395,8 +397,6 @@ def test_the_vgg_classifier_trains_on_unresized_patches_with_adamw_and_tags(smal
     assert df.confidence[noise].max() < 0.6 < df.confidence[~noise].median()
     with pytest.raises(ValueError, match="unknown optimizer"):
         TrainConfig(data=("x",), optimizer="sgd")
-    with pytest.raises(ValueError, match="for the classifiers"):
-        TrainConfig(data=("x",), architecture="siamese", features=default_features("siamese"), noise_outliers=0.5)
 
 
 @pytest.mark.slow
