@@ -382,7 +382,14 @@ def show(out: str, limit: int) -> None:
     "--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.15, show_default=True
 )
 @click.option("--patience", type=click.IntRange(min=1), default=10, show_default=True, help="Early-stop patience.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seeds the split, initial weights, batch order, augmentation and dropout: a run repeats on the same "
+    "machine, thread count and workers.",
+)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Ray Train workers (DDP).")
 @click.option("--use-gpu", is_flag=True, help="One GPU per worker.")
 @precision_option(TRAINING_PRECISIONS, "bf16: each step's forward and loss in bfloat16 (weights, validation float32)")

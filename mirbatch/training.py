@@ -845,6 +845,8 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     predicted = loop_config["predicted"]  # None, or the first labels that are predicted (others auxiliary)
     n_predicted = predicted or len(labels)
     matcher = is_matcher(loop_config["architecture"])
+    # The seed fixes the initial weights (the same on every rank; DDP would broadcast rank 0's anyway).
+    torch.manual_seed(loop_config["seed"])
     model = build_model(loop_config["architecture"], len(labels), **loop_config["model_params"])
     if matcher:
         model = MatcherWithAux(model, len(labels))  # type: ignore[arg-type]
@@ -867,6 +869,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         start_epoch, history = state["epoch"] + 1, state["history"]
         best_acc, best_epoch = state["best_acc"], state["best_epoch"]
     model = ray.train.torch.prepare_model(model)
+    torch.manual_seed(loop_config["seed"] * 1000 + rank)  # dropout: repeatable, and not alike on every rank
     device = ray.train.torch.get_device()
     per_worker_batch = max(1, loop_config["batch_size"] // world)
     sounding = train_set.weights() > 0
