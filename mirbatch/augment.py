@@ -170,13 +170,24 @@ def wavetable_sustains(y: np.ndarray, rate: int, rng: np.random.Generator) -> np
     return out.astype(np.float32)
 
 
+def _sloped_noise(n: int, rate: int, db_per_octave: float, rng: np.random.Generator) -> np.ndarray:
+    """Gaussian noise [shape=(n,), dtype=float64] whose level changes by ``db_per_octave`` (0: white,
+    -3: pink, -6: brown), with nothing under 20 Hz.
+
+    The cut keeps a falling slope from piling its power under the audible band, where a stated level
+    would no longer be the level heard (brown noise over 1/f^2 down to the first FFT bin puts about
+    99 % of its power under 20 Hz in a 4 s clip).
+    """
+    freqs = np.fft.rfftfreq(n, 1.0 / rate)
+    spectrum = np.fft.rfft(rng.standard_normal(n)) * (freqs >= 20.0)
+    octaves = np.log2(np.maximum(freqs, 20.0) / 1000.0)
+    return np.fft.irfft(spectrum * 10 ** (db_per_octave * octaves / 20), n)
+
+
 def add_noise(y: np.ndarray, rate: int, rng: np.random.Generator) -> np.ndarray:
     """White, pink or brown noise at 15-45 dB SNR (tape hiss, room tone, preamp noise)."""
-    n = len(y)
-    color = rng.integers(0, 3)  # spectral slope: 0 white, 1 pink (1/f), 2 brown (1/f^2)
-    spectrum = np.fft.rfft(rng.standard_normal(n))
-    freqs = np.maximum(np.fft.rfftfreq(n), 1.0 / n)
-    noise = np.fft.irfft(spectrum / freqs ** (color / 2.0), n)
+    pink_slope = -10 * np.log10(2.0)  # 1/f power: -3 dB per octave
+    noise = _sloped_noise(len(y), rate, pink_slope * rng.integers(0, 3), rng)  # white, pink or brown
     signal_rms = np.sqrt(np.mean(y**2)) + 1e-12
     noise_rms = np.sqrt(np.mean(noise**2)) + 1e-12
     snr_db = rng.uniform(15.0, 45.0)
@@ -202,11 +213,7 @@ def noise_only(n: int, rate: int, rng: np.random.Generator) -> np.ndarray:
         coloured further by ``equalize``, its level wobbling by up to +-50 % at 0.2-3 Hz, at -60 to
         -20 dB RMS.
     """
-    spectrum = np.fft.rfft(rng.standard_normal(n))
-    spectrum[0] = 0.0  # no offset
-    octaves = np.log2(np.maximum(np.fft.rfftfreq(n, 1.0 / rate), 20.0) / 1000.0)
-    noise = np.fft.irfft(spectrum * 10 ** (rng.uniform(-9.0, 3.0) * octaves / 20), n)
-    noise = equalize(noise, rate, rng).astype(np.float64)
+    noise = equalize(_sloped_noise(n, rate, rng.uniform(-9.0, 3.0), rng), rate, rng).astype(np.float64)
     wobble = 2 * np.pi * rng.uniform(0.2, 3.0) * np.arange(n) / rate + rng.uniform(0, 2 * np.pi)
     noise *= 1.0 + rng.uniform(0.0, 0.5) * np.sin(wobble)
     rms = np.sqrt(np.mean(noise**2)) + 1e-12

@@ -73,12 +73,20 @@ def test_pitch_shift_stays_within_a_semitone() -> None:
         assert 440 * 2 ** (-1 / 12) - 2 <= peak <= 440 * 2 ** (1 / 12) + 2
 
 
-def test_noise_snr_is_between_15_and_45_db() -> None:
+def test_noise_snr_is_between_15_and_45_db_in_the_audible_band() -> None:
     y = _tone(440)
-    for seed in range(5):
+    freqs = np.fft.rfftfreq(len(y), 1 / RATE)
+    slopes = []
+    for seed in range(12):  # all three colours come up
         noise = add_noise(y, RATE, np.random.default_rng(seed)) - y
-        snr = 10 * np.log10(np.mean(y**2) / np.mean(noise**2))
-        assert 14.9 <= snr <= 45.1
+        power = np.abs(np.fft.rfft(noise)) ** 2
+        # Parseval: the power over 20 Hz against the tone's; brown noise once hid 99 % of its power
+        # under 20 Hz, 19 dB out of earshot.
+        snr = 10 * np.log10(np.mean(y**2) / (2 * power[freqs >= 20.0].sum() / len(y) ** 2))
+        assert 14.8 <= snr <= 45.2
+        octave_power = [power[(freqs >= f) & (freqs < 2 * f)].mean() for f in (250.0, 4000.0)]
+        slopes.append(10 * np.log10(octave_power[1] / octave_power[0]) / 4)  # dB per octave
+    assert min(slopes) < -5 and max(slopes) > -1 and any(-4 < x < -2 for x in slopes)  # brown, white, pink
 
 
 def test_noise_only_is_broadband_noise_of_many_colours_and_levels() -> None:
