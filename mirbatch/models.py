@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load, save_file
+from safetensors.torch import load, save
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_eval
@@ -497,10 +497,13 @@ def save_checkpoint(
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors.update(extra or {})
+    data = save(tensors, metadata={"mirbatch": json.dumps(meta.to_dict(), sort_keys=True)})
+    # Written by Python, not safetensors' save_file, which creates files 0600 whatever the umask
+    # (safetensors issue 782): a model trained into a shared folder must be readable there.
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata={"mirbatch": json.dumps(meta.to_dict(), sort_keys=True)})
+    tmp.write_bytes(data)
     tmp.replace(path)
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashlib.sha256(data).hexdigest()
 
 
 def resolve_model_path(name_or_path: str) -> tuple[str, Path]:

@@ -160,6 +160,9 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
         assert torch.equal(value, loaded.model.state_dict()[key])
     # The metadata alone, from the header, is the same.
     assert read_checkpoint_meta(str(tmp_path / "m.safetensors")) == loaded.meta
+    # Readable as any file the user writes (the umask decides), not 0600 as safetensors' save_file makes.
+    (tmp_path / "plain").write_text("")
+    assert (tmp_path / "m.safetensors").stat().st_mode == (tmp_path / "plain").stat().st_mode
 
 
 def test_bundled_default_loads() -> None:
