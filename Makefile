@@ -42,7 +42,7 @@ weights: install system-deps
 	$(MIRBATCH) data render --soundfont freepats --out $(DATA)/freepats --per-class 200 --seed 3
 	$(MIRBATCH) data render --soundfont timgm6mb --out $(DATA)/timgm6mb_train --per-class 200 --seed 1
 	$(MIRBATCH) train --model cnn-vgg --data $(DATA)/fluidr3 --data $(DATA)/freepats --data $(DATA)/timgm6mb_train \
-		--batch-size 64 --lr-schedule cosine --epochs 30 --patience 30 \
+		--batch-size 64 --lr-schedule cosine --epochs 30 --patience 30 --noise-outliers 0.5 \
 		--out mirbatch/weights/cnn-default.safetensors --storage build/runs
 
 # Issue 3's leave-one-library-out check (README, Cross-library results): train on FluidR3 (rendered
