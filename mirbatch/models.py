@@ -49,6 +49,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "save_checkpoint",
+    "write_tensors",
     "load_checkpoint",
     "read_checkpoint_meta",
     "checkpoint_from_bytes",
@@ -497,9 +498,16 @@ def save_checkpoint(
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors.update(extra or {})
-    data = save(tensors, metadata={"mirbatch": json.dumps(meta.to_dict(), sort_keys=True)})
-    # Written by Python, not safetensors' save_file, which creates files 0600 whatever the umask
-    # (safetensors issue 782): a model trained into a shared folder must be readable there.
+    return write_tensors(path, tensors, metadata={"mirbatch": json.dumps(meta.to_dict(), sort_keys=True)})
+
+
+def write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
+    """Write ``tensors`` to the safetensors file ``path`` atomically; return the file's sha256.
+
+    Written by Python, not safetensors' ``save_file``, which creates files 0600 whatever the umask
+    (safetensors issue 782): a model or a training checkpoint in a shared folder must be readable there.
+    """
+    data = save(tensors, metadata=metadata)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(data)
     tmp.replace(path)

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 import mirbatch.aggregate
 import mirbatch.audio
@@ -75,6 +75,7 @@ from mirbatch.models import (
     label_layers,
     read_checkpoint_bytes,
     save_checkpoint,
+    write_tensors,
 )
 from mirbatch.patches import PatchSet, build_patch_set
 from mirbatch.precision import TRAINING_PRECISIONS, autocast
@@ -980,9 +981,9 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             saved = None
             if rank == 0:
                 latest = {k: v.detach().cpu().contiguous() for k, v in _unwrap(model).state_dict().items()}
-                save_file(latest, str(Path(directory) / "latest.safetensors"))
-                save_file(best_state, str(Path(directory) / "best.safetensors"))
-                save_file(_optimizer_tensors(optimizer), str(Path(directory) / "optimizer.safetensors"))
+                write_tensors(Path(directory) / "latest.safetensors", latest)
+                write_tensors(Path(directory) / "best.safetensors", best_state)
+                write_tensors(Path(directory) / "optimizer.safetensors", _optimizer_tensors(optimizer))
                 state = {"epoch": epoch, "history": history, "best_acc": best_acc, "best_epoch": best_epoch}
                 (Path(directory) / "state.json").write_text(json.dumps(state))
                 saved = ray.train.Checkpoint.from_directory(directory)
