@@ -140,19 +140,21 @@ class _FFmpegReader:
         self._container.close()
 
 
-def _open_ffmpeg(handle: str | BinaryIO) -> _FFmpegReader | None:
-    """``handle`` opened by FFmpeg when it holds an audio stream, else None."""
+def _open_ffmpeg(handle: str | BinaryIO) -> _FFmpegReader | str:
+    """``handle`` opened by FFmpeg when it holds an audio stream, else why not (FFmpeg's words)."""
     import av
 
     if not isinstance(handle, str):
         handle.seek(0)  # libsndfile read some of it
     try:
         container = av.open(handle, mode="r")
-    except (av.error.FFmpegError, OSError, ValueError):
-        return None
+    except av.error.FFmpegError as exc:
+        return str(exc.strerror or exc)
+    except (OSError, ValueError) as exc:
+        return str(exc)
     if not container.streams.audio or container.streams.audio[0].codec_context.channels < 1:
         container.close()
-        return None
+        return "no audio stream in it"
     return _FFmpegReader(container)
 
 
@@ -170,11 +172,12 @@ def _open(source: bytes | str | Path | BinaryIO) -> sf.SoundFile | _FFmpegReader
         handle = source
     try:
         return sf.SoundFile(handle)
-    except sf.LibsndfileError as exc:
+    except sf.LibsndfileError:
         reader = _open_ffmpeg(handle)
-        if reader is None:
-            reason = exc.error_string.rstrip(".")
-            raise DecodeError(f"not a readable audio file ({reason}); supported: {_SUPPORTED}") from None
+        if isinstance(reader, str):
+            # FFmpeg's reason, the last decoder's: libsndfile's can mislead (a damaged MP3 opened by
+            # path reads "File does not exist or is not a regular file").
+            raise DecodeError(f"not a readable audio file ({reader}); supported: {_SUPPORTED}") from None
         return reader
     except (OSError, RuntimeError) as exc:
         raise DecodeError(f"cannot open audio: {exc}") from None
