@@ -183,7 +183,8 @@ def _members(archive_path: str, archive_uri: str, version: str, fs: Any, fs_path
                 for m in t:
                     if m.isfile() and _is_audio(m.name):
                         yield _record(
-                            f"{archive_path}{MEMBER_SEPARATOR}{m.name}",
+                            # `tar czf a.tgz .` names members ./x.wav; the path shows x.wav.
+                            f"{archive_path}{MEMBER_SEPARATOR}{m.name.removeprefix('./')}",
                             f"{archive_uri}{MEMBER_SEPARATOR}{m.name}",
                             m.size,
                             f"{version}:{m.offset}",
