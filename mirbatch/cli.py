@@ -16,6 +16,7 @@ import click
 
 from mirbatch.aggregate import AGGREGATIONS, DEFAULT_AGGREGATION
 from mirbatch.precision import PRECISIONS, TRAINING_PRECISIONS
+from mirbatch.wording import counted
 
 __all__ = ["main", "EXIT_PARTIAL", "EXIT_ALL_FAILED"]
 
@@ -201,7 +202,7 @@ def tag(
     def progress(s: TagSummary, todo: int) -> None:
         done = s.files_ok + s.files_error
         line = (
-            f"tagged {done}/{todo} files ({s.files_error} errors), "
+            f"tagged {done}/{todo} files ({counted(s.files_error, 'error')}), "
             f"{s.audio_s / 3600:.3f} h of audio, {s.throughput:.1f} audio-s/s"
         )
         click.echo(f"\r{line}" if tty else line, err=True, nl=not tty)
@@ -217,7 +218,7 @@ def tag(
     if tty:
         click.echo(err=True)
     click.echo(
-        f"{summary.files_ok} ok, {summary.files_error} errors, {summary.files_skipped} already done; "
+        f"{summary.files_ok} ok, {counted(summary.files_error, 'error')}, {summary.files_skipped} already done; "
         f"{summary.audio_s / 3600:.3f} h of audio in {summary.wall_s:.1f} s "
         f"({summary.throughput:.1f} audio-s/s) -> {summary.out}"
     )
@@ -677,10 +678,10 @@ def render(
         raise click.ClickException(str(exc).strip('"')) from exc
     written = sorted({p.label for p in rendered.clips})
     missing = sorted(set(chosen) - set(written) - {p.label for p in rendered.silent})
-    click.echo(f"rendered {len(rendered.clips)} clips of {len(written)} labels to {out}")
+    click.echo(f"rendered {counted(len(rendered.clips), 'clip')} of {counted(len(written), 'label')} to {out}")
     if rendered.silent:
         click.echo(
-            f"left out {len(rendered.silent)} clip{'s' if len(rendered.silent) > 1 else ''} with {NO_SOUND}, "
+            f"left out {counted(len(rendered.silent), 'clip')} with {NO_SOUND}, "
             f"{rendered.describe_silent()}: the library has no sample at those keys, or a --vary filter closed "
             "under the note",
             err=True,
@@ -723,7 +724,7 @@ def morph(first: str, second: str, out: str, seed: int, mix_range: tuple[float, 
         written = morph_datasets(Path(first), Path(second), Path(out), MorphConfig(seed, *mix_range), jobs=jobs)
     except MorphError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"morphed {written} clips into {out}")
+    click.echo(f"morphed {counted(written, 'clip')} into {out}")
 
 
 @main.group()
@@ -772,7 +773,8 @@ def support_add(
     except (SupportError, SourceError, CheckpointError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(
-        f"enrolled {result.files_added} files ({result.patches_added} patches) into {library} with {result.model}; "
+        f"enrolled {counted(result.files_added, 'file')} ({counted(result.patches_added, 'patch', 'patches')}) "
+        f"into {library} with {result.model}; "
         f"{result.files_already_enrolled} already enrolled, {len(result.failed)} failed"
     )
     for path, reason in result.failed:
@@ -814,7 +816,7 @@ def support_remove(library: str, label: str) -> None:
         raise click.ClickException(f"{library} has no label {label!r}; it has: {', '.join(lib.labels) or 'none'}")
     smaller, files = lib.remove(label)
     smaller.save()
-    click.echo(f"removed {files} files of {label!r} from {library}")
+    click.echo(f"removed {counted(files, 'file')} of {label!r} from {library}")
 
 
 job_address_option = click.option(

@@ -26,6 +26,7 @@ from mirbatch.matching import EpisodeResult, file_score_matrix, run_episodes
 from mirbatch.models import Matcher, load_checkpoint
 from mirbatch.patches import build_patch_set
 from mirbatch.training import embed_clean_patches, embed_queries_and_shots, predict_files
+from mirbatch.wording import counted
 
 __all__ = [
     "CONFIDENCE_THRESHOLDS",
@@ -174,8 +175,8 @@ class ClassifierReport:
     def format(self) -> str:
         base = self.baseline
         lines = [
-            f"model {self.model}: {self.files} files, {self.patches} patches with sound "
-            f"({self.aggregation} aggregation)",
+            f"model {self.model}: {counted(self.files, 'file')}, "
+            f"{counted(self.patches, 'patch', 'patches')} with sound ({self.aggregation} aggregation)",
             f"{'':24}{'model':>8}{'MFCC-SVM':>10}",
             f"{'file-level accuracy':24}{self.file.accuracy:8.4f}{base.accuracy if base else float('nan'):10.4f}",
             f"{'file-level macro-F1':24}{self.file.macro_f1:8.4f}{base.macro_f1 if base else float('nan'):10.4f}",
@@ -186,9 +187,12 @@ class ClassifierReport:
         ]
         if self.left_out:
             counts = ", ".join(f"{label} ({n})" for label, n in self.left_out.items())
-            lines.insert(1, f"left out {sum(self.left_out.values())} files of labels the model does not know: {counts}")
+            left_out = counted(sum(self.left_out.values()), "file")
+            lines.insert(1, f"left out {left_out} of labels the model does not know: {counts}")
         if self.skipped:
-            lines.insert(1, f"skipped {len(self.skipped)} files that do not decode or have no sound (named above)")
+            lines.insert(
+                1, f"skipped {counted(len(self.skipped), 'file')} that do not decode or have no sound (named above)"
+            )
         for label in self.file.recall:
             i = self.labels.index(label)
             row = self.file.confusion[i].copy()

@@ -81,6 +81,7 @@ from mirbatch.patches import PatchSet, build_patch_set
 from mirbatch.precision import TRAINING_PRECISIONS, autocast
 from mirbatch.sources import S3Options, filesystem
 from mirbatch.taxonomy import is_reserved_program
+from mirbatch.wording import counted
 
 __all__ = [
     "DEFAULT_SUPPORT_SHIFTS",
@@ -569,8 +570,10 @@ def build_cache(
                 fs.put(str(folder / name), f"{target_path}/{name}")
         fs.pipe(f"{target_path}/done.json", json.dumps(summary, indent=2).encode())
     log_line(
-        f"features: {summary['train_files']} train files ({summary['train_patches']} patches with "
-        f"{config.augment.variants} augmented copies), {summary['val_files']} val files, {len(labels)} labels"
+        f"features: {counted(len(train_set.files), 'train file')} "
+        f"({counted(len(train_set.targets), 'patch', 'patches')} with "
+        f"{counted(config.augment.variants, 'augmented copy', 'augmented copies')}), "
+        f"{counted(len(val_set.files), 'val file')}, {counted(len(labels), 'label')}"
         + (f", skipped {summary['skipped_files']} (named above)" if summary["skipped_files"] else "")
         + f", built in {time.perf_counter() - started:.0f}s"
     )

@@ -74,7 +74,7 @@ def test_clips_a_library_plays_no_sample_for_are_named_not_written(tmp_path: Pat
          "--labels", "double_bass"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "rendered 15 clips of 1 labels" in result.output
+    assert "rendered 15 clips of 1 label to" in result.output
     assert "left out 1 clip with no sound (nothing over -80 dBFS), double_bass 1 (key 60): the library" in result.output
     assert not stale.exists()
     assert len(list((out / "double_bass").glob("*.wav"))) == 15
