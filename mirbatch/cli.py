@@ -7,7 +7,8 @@ Exit status of ``tag``: 0 every input tagged; 3 some inputs failed (see the ``er
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -819,6 +820,15 @@ def support_remove(library: str, label: str) -> None:
     click.echo(f"removed {counted(files, 'file')} of {label!r} from {library}")
 
 
+@contextmanager
+def _job_server(address: str) -> Iterator[None]:
+    """Turn the job server's failures (unreachable, unknown job, refused) into one-line errors."""
+    try:
+        yield
+    except (ConnectionError, RuntimeError) as exc:
+        raise click.ClickException(f"job server {address}: {exc}") from exc
+
+
 job_address_option = click.option(
     "--address",
     required=True,
@@ -864,13 +874,12 @@ def submit(
         return
     if not address:
         raise click.UsageError("--address (or $RAY_API_SERVER_ADDRESS) is required to submit")
-    try:
+    with _job_server(address):
         job_id = submit_job(job, address, submission_id)
-    except (ConnectionError, RuntimeError) as exc:
-        raise click.ClickException(f"cannot submit to {address}: {exc}") from exc
     click.echo(job_id)
     if wait:
-        status = wait_for_job(address, job_id, click.echo)
+        with _job_server(address):
+            status = wait_for_job(address, job_id, click.echo)
         click.echo(f"job {job_id} {status}", err=True)
         if status != "SUCCEEDED":
             sys.exit(1)
@@ -908,7 +917,9 @@ def jobs_list(address: str) -> None:
     """List the cluster's jobs (newest last)."""
     from mirbatch.jobs import job_client
 
-    for info in job_client(address).list_jobs():
+    with _job_server(address):
+        listed = job_client(address).list_jobs()
+    for info in listed:
         kind = (info.metadata or {}).get("mirbatch_kind", "-")
         click.echo(f"{info.submission_id}  {info.status.value:<10} {kind:<7} {info.entrypoint}")
 
@@ -920,7 +931,8 @@ def jobs_status(submission_id: str, address: str) -> None:
     """Print a job's status."""
     from mirbatch.jobs import job_client
 
-    info = job_client(address).get_job_info(submission_id)
+    with _job_server(address):
+        info = job_client(address).get_job_info(submission_id)
     click.echo(f"{submission_id} {info.status.value}" + (f": {info.message}" if info.message else ""))
 
 
@@ -932,10 +944,11 @@ def jobs_logs(submission_id: str, address: str, follow: bool) -> None:
     """Print a job's logs."""
     from mirbatch.jobs import job_client, wait_for_job
 
-    if follow:
-        wait_for_job(address, submission_id, click.echo)
-    else:
-        click.echo(job_client(address).get_job_logs(submission_id), nl=False)
+    with _job_server(address):
+        if follow:
+            wait_for_job(address, submission_id, click.echo)
+        else:
+            click.echo(job_client(address).get_job_logs(submission_id), nl=False)
 
 
 @jobs.command(name="stop", epilog=_example("mirbatch jobs stop raysubmit_abc --address http://head:8265"))
@@ -945,7 +958,8 @@ def jobs_stop(submission_id: str, address: str) -> None:
     """Ask a running job to stop."""
     from mirbatch.jobs import job_client
 
-    stopped = job_client(address).stop_job(submission_id)
+    with _job_server(address):
+        stopped = job_client(address).stop_job(submission_id)
     click.echo(f"{submission_id}: {'stop requested' if stopped else 'not running'}")
 
 

@@ -213,13 +213,13 @@ def load_job_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> 
     except FileNotFoundError:
         raise JobSpecError(f"job spec {path} does not exist") from None
     except yaml.YAMLError as exc:
-        raise JobSpecError(f"{path} is not valid YAML: {exc}") from None
+        raise JobSpecError(f"not valid YAML: {exc}") from None
     if not isinstance(data, dict):
-        raise JobSpecError(f"{path} must be a YAML mapping with 'kind' and the command's options")
+        raise JobSpecError("must be a YAML mapping with 'kind' and the command's options")
     data = {**data, **(overrides or {})}
     kind = data.pop("kind", None)
     if kind is None:
-        raise JobSpecError(f"{path} has no 'kind' (one of: {', '.join(KINDS)})")
+        raise JobSpecError(f"has no 'kind' (one of: {', '.join(KINDS)})")
     submit = data.pop("submit", None) or {}
     if not isinstance(submit, dict):
         raise JobSpecError("'submit' must be a mapping")

@@ -198,6 +198,28 @@ def test_submit_a_tag_job_to_a_ray_head_and_wait(ray_head: str, fluidr3_clips: P
     assert "SUCCEEDED" in status.output
     logs = CliRunner().invoke(main, ["jobs", "logs", submission_id, "--address", ray_head])
     assert "4 ok, 0 errors" in logs.output
+    # A job the cluster does not know is a one-line error, not a traceback.
+    for command in ("status", "logs", "stop"):
+        unknown = CliRunner().invoke(main, ["jobs", command, "raysubmit_nosuchjob", "--address", ray_head])
+        assert unknown.exit_code == 1, unknown.output
+        assert f"Error: job server {ray_head}: " in unknown.output and "nosuchjob" in unknown.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["jobs", "list"],
+        ["jobs", "status", "raysubmit_x"],
+        ["jobs", "logs", "raysubmit_x"],
+        ["jobs", "stop", "raysubmit_x"],
+        ["submit", str(REPO / "jobs" / "tag-archive.yaml")],
+    ],
+)
+def test_a_job_server_that_does_not_answer_is_a_one_line_error(args: list[str]) -> None:
+    address = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    result = CliRunner().invoke(main, [*args, "--address", address])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(f"Error: job server {address}: Failed to connect"), result.output
 
 
 def test_only_the_notice_that_token_auth_is_on_is_dropped() -> None:
