@@ -502,7 +502,7 @@ def train(
             log_line=click.echo,
             s3=S3Options.resolve(s3_endpoint),
         )
-    except (ValueError, FileNotFoundError, RuntimeError, CheckpointError) as exc:
+    except (ValueError, FileNotFoundError, ConnectionError, RuntimeError, CheckpointError) as exc:
         raise click.ClickException(f"--init: {exc}" if isinstance(exc, CheckpointError) else str(exc)) from exc
     from mirbatch.plots import plot_training_curves
 

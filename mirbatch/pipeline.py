@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -371,15 +372,32 @@ class FileAssembler:
         }
 
 
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast where nothing answers at ``address`` (``HOST:PORT``, ``ray://HOST:PORT``): Ray itself
+    retries an unreachable head for ever, logging a warning every 30 s. ``auto`` is left to Ray."""
+    host, sep, port = address.split("://", 1)[-1].rstrip("/").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConnectionError(
+            f"no Ray cluster answers at {address} ({exc.strerror or exc}): start its head (ray start --head), "
+            "or give the head's address (HOST:6379, ray://HOST:10001, or auto on one of its nodes)"
+        ) from None
+
+
 def ensure_ray(address: str | None, num_cpus: int | None = None) -> None:
     """Connect to ``address`` (or ``$RAY_ADDRESS``), else start a local Ray (reusing one already
     initialized in this process)."""
     import ray
 
-    if ray.is_initialized():
-        return
     # Inside a Ray job (``mirbatch submit``) the job server sets RAY_ADDRESS: join that cluster.
     address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        _check_reachable(address)
+    if ray.is_initialized():
+        return
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
         return

@@ -7,6 +7,7 @@ import importlib.util
 import logging
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -92,6 +93,13 @@ def sine(freq: float, seconds: float, rate: int = SR, amplitude: float = 0.5) ->
     """A sine tone [shape=(n,)], float32."""
     t = np.arange(int(seconds * rate)) / rate
     return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def write_audio(path: Path, y: np.ndarray, rate: int, **kwargs: str) -> Path:

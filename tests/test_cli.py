@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import SR, sine, write_audio
+from conftest import SR, free_port, sine, write_audio
 
 from mirbatch.cli import main
 from mirbatch.features import FEATURES
@@ -154,3 +154,17 @@ def test_eval_leaves_out_labels_the_model_does_not_know(tmp_path: Path) -> None:
     write_audio(only_voice / "voi" / "a.wav", sine(330.0, 2.0), SR)
     refused = runner.invoke(main, ["eval", "--data", str(only_voice)])
     assert refused.exit_code != 0 and "none of the data's labels (voice)" in refused.output
+
+
+@pytest.mark.parametrize("command", ["tag", "train"])
+def test_a_cluster_address_nothing_answers_at_fails_at_once(command: str, tmp_path: Path) -> None:
+    """Ray itself retries an unreachable head for ever; the CLI says so and stops."""
+    address = f"127.0.0.1:{free_port()}"
+    clip = write_audio(tmp_path / "flute" / "a.wav", sine(440.0, 1.0), SR)
+    args = {
+        "tag": ["tag", str(clip), "--out", str(tmp_path / "out")],
+        "train": ["train", "--data", str(tmp_path), "--out", str(tmp_path / "m.safetensors")],
+    }[command]
+    result = CliRunner().invoke(main, [*args, "--address", f"ray://{address}"])
+    assert result.exit_code == 1, result.output
+    assert f"no Ray cluster answers at ray://{address} (Connection refused)" in result.output

@@ -6,7 +6,6 @@ import logging
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,7 @@ import pyarrow.dataset as pads
 import pytest
 import yaml
 from click.testing import CliRunner
+from conftest import free_port
 
 from mirbatch.cli import main
 from mirbatch.jobs import KINDS, JobSpecError, load_job_spec, parse_overrides
@@ -130,26 +130,20 @@ def test_cluster_launcher_configs() -> None:
     assert local["provider"]["type"] == "local" and local["max_workers"] == 0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def ray_head() -> Iterator[str]:
     """A real Ray head on loopback (its own temp dir and ports, one logical GPU), stopped after."""
     temp_dir = tempfile.mkdtemp(prefix="mbhead", dir="/tmp")
-    dashboard = _free_port()
+    dashboard = free_port()
     bin_dir = str(Path(sys.executable).parent)
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": f"{bin_dir}:{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
     command = [
         f"{bin_dir}/ray", "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-        f"--port={_free_port()}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-        f"--ray-client-server-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}",
-        f"--dashboard-agent-grpc-port={_free_port()}", f"--metrics-export-port={_free_port()}",
-        f"--runtime-env-agent-port={_free_port()}", "--num-cpus=2", "--num-gpus=1", f"--temp-dir={temp_dir}",
+        f"--port={free_port()}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+        f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
+        f"--dashboard-agent-grpc-port={free_port()}", f"--metrics-export-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}", "--num-cpus=2", "--num-gpus=1", f"--temp-dir={temp_dir}",
         "--min-worker-port=20000", "--max-worker-port=21999",  # apart from the session Ray's 10002-19999
     ]  # fmt: skip
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -216,7 +210,7 @@ def test_submit_a_tag_job_to_a_ray_head_and_wait(ray_head: str, fluidr3_clips: P
     ],
 )
 def test_a_job_server_that_does_not_answer_is_a_one_line_error(args: list[str]) -> None:
-    address = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    address = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     result = CliRunner().invoke(main, [*args, "--address", address])
     assert result.exit_code == 1, result.output
     assert result.output.startswith(f"Error: job server {address}: Failed to connect"), result.output
