@@ -796,7 +796,9 @@ def support_list(library: str) -> None:
     except SupportError as exc:
         raise click.ClickException(str(exc)) from exc
     rows = lib.summary()
-    click.echo(f"{library}: {len(rows)} labels, model {lib.model}, pitch shifts {shifts_key(lib.shifts) or '-'}")
+    click.echo(
+        f"{library}: {counted(len(rows), 'label')}, model {lib.model}, pitch shifts {shifts_key(lib.shifts) or '-'}"
+    )
     click.echo(f"{'label':<28}{'files':>6}{'patches':>9}")
     for name, files, patches in rows:
         click.echo(f"{name:<28}{files:>6}{patches:>9}")

@@ -332,7 +332,7 @@ class MatcherReport:
             f"queries: {', '.join(self.data)}",
             f"support: {', '.join(self.support_data)} (pitch shifts {','.join(map(str, self.support_shifts))})",
             f"query patches: {self.aggregation} aggregation",
-            f"{len(self.labels)} labels: {', '.join(self.labels)}",
+            f"{counted(len(self.labels), 'label')}: {', '.join(self.labels)}",
         ]
         if self.seen_in_training:
             lines.append(f"warning: labels the model was trained on: {', '.join(self.seen_in_training)}")

@@ -41,6 +41,7 @@ from mirbatch.models import (
 from mirbatch.output import ResultWriter, completed_file_ids, reset_output
 from mirbatch.precision import PRECISIONS, autocast
 from mirbatch.sources import FileRecord, S3Options, list_sources
+from mirbatch.wording import counted
 
 __all__ = [
     "TagConfig",
@@ -575,7 +576,8 @@ def run_tag(config: TagConfig, progress: Callable[[TagSummary, int], None] | Non
                 progress(summary, manifest.todo)
                 last_report = now
         if assembler.pending:
-            raise RuntimeError(f"{assembler.pending} files lost chunks in the pipeline; rerun to resume them")
+            lost = counted(assembler.pending, "file")
+            raise RuntimeError(f"{lost} lost chunks in the pipeline; rerun to resume them")
     summary.wall_s = time.perf_counter() - started
     writer.commit(summary.to_dict())
     if progress:
