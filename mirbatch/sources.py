@@ -4,7 +4,9 @@ A source is a local file, folder (walked recursively) or glob; an ``s3://bucket/
 object under it), object or glob; or a zip/tar archive in either place, whose audio members become
 records named ``archive.zip::member.wav`` and are read without unpacking the archive (zip members
 and plain-tar members by byte range; compressed tars by streaming to the member). Archives met while
-walking a folder or prefix are expanded the same way.
+walking a folder or prefix are expanded the same way. Hidden names met while walking (any part
+starting with ``.``, such as macOS's ``._x.wav`` AppleDouble files) and ``__MACOSX`` folders are
+passed over: no one means them as audio. A hidden file named on its own is read.
 
 Each record carries a stable ``file_id`` (URI + size + modification time or ETag), the key that
 makes output exactly-once and runs resumable. S3 credentials come from the standard AWS chain
@@ -25,7 +27,7 @@ import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, TypeVar
 
 from mirbatch.audio import AUDIO_EXTENSIONS
@@ -34,6 +36,7 @@ __all__ = [
     "ARCHIVE_SUFFIXES",
     "FileRecord",
     "is_archive",
+    "is_hidden",
     "S3Options",
     "SourceError",
     "filesystem",
@@ -121,6 +124,15 @@ def is_archive(name: str) -> bool:
     return name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
+def is_hidden(relative: str) -> bool:
+    """Whether a name met while walking is passed over: a part of it starts with ``.`` (macOS's
+    ``._x.wav`` AppleDouble files, ``.Trash``) or is ``__MACOSX`` (what zips made on a Mac hold)."""
+    return any(
+        (part.startswith(".") and part not in (".", "..")) or part == "__MACOSX"
+        for part in PurePosixPath(relative).parts
+    )
+
+
 def _is_audio(name: str) -> bool:
     return Path(name).suffix.lower() in AUDIO_EXTENSIONS
 
@@ -170,7 +182,7 @@ def _members(archive_path: str, archive_uri: str, version: str, fs: Any, fs_path
             if archive_uri.lower().endswith(".zip"):
                 with zipfile.ZipFile(f) as z:
                     for info in z.infolist():
-                        if not info.is_dir() and _is_audio(info.filename):
+                        if not info.is_dir() and _is_audio(info.filename) and not is_hidden(info.filename):
                             yield _record(
                                 f"{archive_path}{MEMBER_SEPARATOR}{info.filename}",
                                 f"{archive_uri}{MEMBER_SEPARATOR}{info.filename}",
@@ -181,7 +193,7 @@ def _members(archive_path: str, archive_uri: str, version: str, fs: Any, fs_path
             plain = archive_uri.lower().endswith(".tar")
             with tarfile.open(fileobj=f, mode="r:" if plain else "r:*") as t:
                 for m in t:
-                    if m.isfile() and _is_audio(m.name):
+                    if m.isfile() and _is_audio(m.name) and not is_hidden(m.name):
                         yield _record(
                             # `tar czf a.tgz .` names members ./x.wav; the path shows x.wav.
                             f"{archive_path}{MEMBER_SEPARATOR}{m.name.removeprefix('./')}",
@@ -215,10 +227,17 @@ def _walk(root: Path) -> Iterator[Path]:
     """Audio files and archives under ``root`` in sorted order; symlinked folders are not followed
     (no loops)."""
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=None):
-        dirnames.sort()
+        dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
         for name in sorted(filenames):
-            if _is_audio(name) or is_archive(name):
+            if (_is_audio(name) or is_archive(name)) and not is_hidden(name):
                 yield Path(dirpath) / name
+
+
+def _fixed_prefix(pattern: str) -> str:
+    """The folders of a glob before its first wildcard: ``a/b/`` of ``a/b/*/c*.wav``."""
+    parts = pattern.split("/")
+    fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    return "/".join(parts[:fixed]) + "/"
 
 
 def _list_local(source: str) -> Iterator[FileRecord]:
@@ -233,8 +252,9 @@ def _list_local(source: str) -> Iterator[FileRecord]:
         matches = sorted(glob.glob(local, recursive=True))
         if not matches:
             raise SourceError(f"no files match {source!r}")
+        fixed = _fixed_prefix(local)
         for match in matches:
-            if Path(match).is_file():
+            if Path(match).is_file() and not is_hidden(match[len(fixed) :]):
                 yield from _local_entry(match, Path(match))
     else:
         raise SourceError(f"source {source!r} does not exist")
@@ -264,9 +284,10 @@ def _list_s3(source: str, s3: S3Options) -> Iterator[FileRecord]:
                 raise SourceError(f"no objects under {source!r}")
     except OSError as exc:  # missing bucket, no permission, unreachable store
         raise SourceError(f"cannot list {source!r}: {exc}") from None
+    fixed = _fixed_prefix(path) if glob.has_magic(path) else path
     for key in sorted(found):
         info = found[key]
-        if info.get("type", "file") == "file":
+        if info.get("type", "file") == "file" and (key == path or not is_hidden(key[len(fixed) :])):
             yield from _s3_entry(fs, key, info)
 
 

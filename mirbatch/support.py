@@ -33,7 +33,7 @@ from mirbatch.features import (
 )
 from mirbatch.matching import SupportSet, embed_support_patches
 from mirbatch.models import DEFAULT_MATCHER, Checkpoint, Matcher, inference_model, load_checkpoint
-from mirbatch.sources import FileRecord, S3Options, list_sources, read_bytes
+from mirbatch.sources import FileRecord, S3Options, is_hidden, list_sources, read_bytes
 
 __all__ = [
     "SUPPORT_SCHEMA",
@@ -208,7 +208,7 @@ def labelled_sources(
         root = Path(source)
         if not root.is_dir():
             raise SupportError(f"{source} is not a folder; without --label, each SOURCE must hold a folder per label")
-        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and not is_hidden(p.name))
         if not folders:
             raise SupportError(f"{source} has no label folders; pass --label NAME to enroll its files under one label")
         for folder in folders:

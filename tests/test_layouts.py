@@ -21,6 +21,10 @@ def test_folder_per_label(tmp_path: Path) -> None:
     write_audio(tmp_path / "kazoo" / "deep" / "b.flac", sine(440, 0.2), 22050)
     write_audio(tmp_path / "theremin" / "c.ogg", sine(440, 0.2), 22050)
     (tmp_path / "theremin" / "notes.txt").write_text("x")
+    # What a Mac leaves in a folder or a zip it made: never audio, never a label.
+    (tmp_path / "theremin" / "._c.ogg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    write_audio(tmp_path / "__MACOSX" / "theremin" / "d.wav", sine(440, 0.2), 22050)
+    write_audio(tmp_path / ".trash" / "e.wav", sine(440, 0.2), 22050)
     assert detect_layout(tmp_path) == "folder"
     files = load_dataset(tmp_path)
     assert sorted((Path(f.path).name, f.label) for f in files) == [

@@ -29,11 +29,13 @@ def bucket(s3_server: str, fluidr3_clips: Path) -> tuple[s3fs.S3FileSystem, list
     for path in loose:
         fs.pipe_file(f"archive/audio/{path.parent.name}/{path.name}", path.read_bytes())
     fs.pipe_file("archive/audio/notes.txt", b"not audio")
+    fs.pipe_file(f"archive/audio/{loose[0].parent.name}/._{loose[0].name}", b"\x00\x05\x16\x07 AppleDouble")
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as z:
         for path in zipped:
             z.write(path, f"clips/{path.name}")
         z.writestr("readme.txt", "not audio")
+        z.writestr(f"__MACOSX/clips/._{zipped[0].name}", b"\x00\x05\x16\x07 AppleDouble")
     fs.pipe_file("archive/bundles/set.zip", buffer.getvalue())
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as t:
@@ -52,7 +54,7 @@ def test_listing_and_member_reads(s3_server: str, bucket: tuple[s3fs.S3FileSyste
     _, clips = bucket
     s3 = S3Options(s3_server)
     records = list(list_sources(["s3://archive/"], s3))
-    assert len(records) == 20  # 10 loose + 6 zip members + 4 tar members; text files left out
+    assert len(records) == 20  # 10 loose + 6 zip members + 4 tar members; text and AppleDouble files left out
     zipped = [r for r in records if "set.zip::" in r.path]
     tarred = [r for r in records if "set.tar::" in r.path]
     assert len(zipped) == 6 and len(tarred) == 4

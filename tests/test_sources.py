@@ -120,3 +120,29 @@ def test_archive_members_that_try_to_escape_are_only_names(tmp_path: Path) -> No
     assert set(records) == {"../../escaped.wav", "/tmp/absolute.wav"}
     assert read_bytes(records["../../escaped.wav"].uri) == b"RIFF one"
     assert not (tmp_path / "escaped.wav").exists() and not Path("/tmp/absolute.wav").exists()
+
+
+def test_hidden_names_and_macos_folders_are_passed_over_when_walking(tmp_path: Path) -> None:
+    import zipfile
+
+    apple_double = b"\x00\x05\x16\x07 AppleDouble metadata"
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "flute.wav").write_bytes(b"RIFF flute")
+    (tmp_path / "sub" / "._flute.wav").write_bytes(apple_double)
+    (tmp_path / "__MACOSX" / "sub").mkdir(parents=True)
+    (tmp_path / "__MACOSX" / "sub" / "._flute.wav").write_bytes(apple_double)
+    (tmp_path / ".cache").mkdir()
+    (tmp_path / ".cache" / "tuba.wav").write_bytes(b"RIFF tuba")
+    with zipfile.ZipFile(tmp_path / "mac.zip", "w") as z:
+        z.writestr("sub/oboe.wav", b"RIFF oboe")
+        z.writestr("sub/._oboe.wav", apple_double)
+        z.writestr("__MACOSX/sub/._oboe.wav", apple_double)
+    listed = [r.path.removeprefix(str(tmp_path)) for r in list_sources([str(tmp_path)])]
+    assert listed == ["/mac.zip::sub/oboe.wav", "/sub/flute.wav"]
+    # A glob passes them over under its fixed folders, wherever those are; a file named alone is read.
+    assert [r.path for r in list_sources([f"{tmp_path}/**/*.wav"])] == [f"{tmp_path}/sub/flute.wav"]
+    assert [r.path for r in list_sources([str(tmp_path / "sub" / "._flute.wav")])] == [
+        str(tmp_path / "sub" / "._flute.wav")
+    ]
+    hidden_root = tmp_path / ".cache"
+    assert [r.path for r in list_sources([str(hidden_root)])] == [str(hidden_root / "tuba.wav")]

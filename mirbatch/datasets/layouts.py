@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mirbatch.audio import AUDIO_EXTENSIONS
+from mirbatch.sources import is_hidden
 
 __all__ = [
     "IRMAS_LABELS",
@@ -70,7 +71,11 @@ class LabelledFile:
 
 
 def _audio_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS and not is_hidden(p.relative_to(folder).as_posix())
+    )
 
 
 def _keep(label: str, labels: tuple[str, ...] | None) -> bool:
@@ -105,7 +110,7 @@ def folder_dataset(root: Path, labels: tuple[str, ...] | None = None) -> list[La
     """
     groups = _clip_groups(root)
     files: list[LabelledFile] = []
-    for label_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for label_dir in sorted(p for p in root.iterdir() if p.is_dir() and not is_hidden(p.name)):
         if _keep(label_dir.name, labels):
             files.extend(
                 LabelledFile(str(p), label_dir.name, groups.get(p.relative_to(root).as_posix(), ""))
@@ -152,7 +157,7 @@ def detect_layout(root: Path) -> str:
     is an IRMAS code, else ``folder``."""
     if (root / "examples.json").is_file() and (root / "audio").is_dir():
         return "nsynth"
-    subdirs = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    subdirs = {p.name for p in root.iterdir() if p.is_dir() and not is_hidden(p.name)}
     if subdirs and subdirs <= set(IRMAS_LABELS):
         return "irmas"
     return "folder"
