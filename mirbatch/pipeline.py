@@ -50,6 +50,7 @@ __all__ = [
     "FileAssembler",
     "default_token_notice_dropped",
     "ensure_ray",
+    "check_gpus",
     "run_tag",
 ]
 
@@ -416,6 +417,23 @@ def ensure_ray(address: str | None, num_cpus: int | None = None) -> None:
         )
 
 
+def check_gpus(per_worker: float, address: str | None, flag: str) -> None:
+    """Refuse a GPU request that a Ray started here can never grant, where Ray would wait for ever.
+
+    A cluster's autoscaler may yet add GPU nodes, so there Ray is left to wait (it says what it
+    waits for).
+    """
+    import ray
+
+    have = float(ray.cluster_resources().get("GPU", 0))
+    if per_worker <= 0 or have >= per_worker or address or os.environ.get("RAY_ADDRESS"):
+        return
+    raise ValueError(
+        f"{flag} asks each worker for {per_worker:g} GPU, and the Ray started here sees {have:g}: "
+        f"leave {flag} out on this machine, or pass --address of a cluster with GPUs"
+    )
+
+
 @contextmanager
 def default_token_notice_dropped() -> Iterator[None]:
     """While it is open, Ray's notice that a new local cluster turned token authentication on (as
@@ -507,6 +525,8 @@ def run_tag(config: TagConfig, progress: Callable[[TagSummary, int], None] | Non
         reset_output(out, s3)
     done = completed_file_ids(out, s3)
     manifest = write_manifest(list_sources(config.sources, s3), done, lambda: ensure_ray(config.address))
+    if manifest.todo:
+        check_gpus(config.gpus_per_worker, config.address, "--gpus-per-worker")
     del done
     summary = TagSummary(
         files_total=manifest.total,

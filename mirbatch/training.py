@@ -1053,7 +1053,7 @@ def train(
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from mirbatch.pipeline import ensure_ray
+    from mirbatch.pipeline import check_gpus, ensure_ray
 
     init: Checkpoint | None = None
     if config.init is not None:
@@ -1067,7 +1067,8 @@ def train(
     name = name or out.stem
     run_uri = run_storage.join(name)
     fs, run_path = run_storage.filesystem(run_uri)
-    if fs.exists(run_path) and not resume:
+    # A run that failed before its first epoch left an empty folder: no run to continue.
+    if fs.exists(run_path) and fs.ls(run_path) and not resume:
         raise ValueError(
             f"a run named {name!r} exists in {run_storage.uri}; pass --resume to continue it, or --name NEW"
         )
@@ -1081,6 +1082,7 @@ def train(
         fs.makedirs(run_path, exist_ok=True)
     cache_root = str(cache.absolute()) if cache else run_storage.join("feature-cache")
     ensure_ray(address)
+    check_gpus(1.0 if config.use_gpu else 0.0, address, "--use-gpu")
     labels, cache_dir = build_cache(config, cache_root, log_line, run_storage)
     if init is not None:
         log_line(describe_init(init, labels))

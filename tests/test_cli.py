@@ -168,3 +168,29 @@ def test_a_cluster_address_nothing_answers_at_fails_at_once(command: str, tmp_pa
     result = CliRunner().invoke(main, [*args, "--address", f"ray://{address}"])
     assert result.exit_code == 1, result.output
     assert f"no Ray cluster answers at ray://{address} (Connection refused)" in result.output
+
+
+def test_a_gpu_request_the_local_ray_cannot_grant_is_refused(ray_session: None, tmp_path: Path) -> None:
+    """A Ray started here with no GPU would wait for one for ever; on a cluster (--address) the
+    autoscaler may add one, so only the local case is refused."""
+    for label, freq in (("flute", 880.0), ("tuba", 110.0)):
+        for n in range(4):
+            write_audio(tmp_path / "data" / label / f"{n}.wav", sine(freq * (1 + n / 10), 1.0), SR)
+    runs = [
+        (["tag", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--gpus-per-worker", "1"],
+         "--gpus-per-worker"),
+        (["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "m.safetensors"), "--use-gpu",
+          "--storage", str(tmp_path / "runs")], "--use-gpu"),
+    ]  # fmt: skip
+    for args, flag in runs:
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 1, result.output
+        assert f"{flag} asks each worker for 1 GPU, and the Ray started here sees 0" in result.output
+    # The refused training run left no run behind that a rerun would have to --resume.
+    again = CliRunner().invoke(
+        main,
+        ["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "m.safetensors"), "--epochs", "1",
+         "--augment", "none", "--val-fraction", "0.5", "--storage", str(tmp_path / "runs")],
+    )  # fmt: skip
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "m.safetensors").is_file()
