@@ -50,7 +50,7 @@ __all__ = [
     "FileAssembler",
     "default_token_notice_dropped",
     "ensure_ray",
-    "check_gpus",
+    "check_local_resources",
     "run_tag",
 ]
 
@@ -417,21 +417,31 @@ def ensure_ray(address: str | None, num_cpus: int | None = None) -> None:
         )
 
 
-def check_gpus(per_worker: float, address: str | None, flag: str) -> None:
-    """Refuse a GPU request that a Ray started here can never grant, where Ray would wait for ever.
+def check_local_resources(need: dict[str, float], address: str | None, asked: str) -> None:
+    """Refuse what a Ray started here can never grant, where it would wait for ever.
 
-    A cluster's autoscaler may yet add GPU nodes, so there Ray is left to wait (it says what it
-    waits for).
+    Parameters
+    ----------
+    need : dict
+        Resources in all, e.g. ``{"CPU": 2.5, "GPU": 0.0}``.
+    address : str or None
+        The cluster asked for; with one (or ``RAY_ADDRESS``) Ray is left to wait, as its autoscaler
+        may yet add nodes (Ray says what it waits for).
+    asked : str
+        The options that asked, for the message (``--workers 5``).
     """
     import ray
 
-    have = float(ray.cluster_resources().get("GPU", 0))
-    if per_worker <= 0 or have >= per_worker or address or os.environ.get("RAY_ADDRESS"):
+    if address or os.environ.get("RAY_ADDRESS"):
         return
-    raise ValueError(
-        f"{flag} asks each worker for {per_worker:g} GPU, and the Ray started here sees {have:g}: "
-        f"leave {flag} out on this machine, or pass --address of a cluster with GPUs"
-    )
+    have = ray.cluster_resources()
+    short = [(kind, n, float(have.get(kind, 0))) for kind, n in need.items() if n > float(have.get(kind, 0)) + 1e-9]
+    if short:
+        what = ", ".join(f"{n:g} {kind} (it has {got:g})" for kind, n, got in short)
+        raise ValueError(
+            f"{asked} need {what} from the Ray started here, which would wait for them for ever: "
+            "ask for less, or pass --address of a cluster that has them"
+        )
 
 
 @contextmanager
@@ -526,7 +536,8 @@ def run_tag(config: TagConfig, progress: Callable[[TagSummary, int], None] | Non
     done = completed_file_ids(out, s3)
     manifest = write_manifest(list_sources(config.sources, s3), done, lambda: ensure_ray(config.address))
     if manifest.todo:
-        check_gpus(config.gpus_per_worker, config.address, "--gpus-per-worker")
+        asked = f"--gpus-per-worker {config.gpus_per_worker:g} with --workers {config.workers}"
+        check_local_resources({"GPU": config.gpus_per_worker * config.workers}, config.address, asked)
     del done
     summary = TagSummary(
         files_total=manifest.total,

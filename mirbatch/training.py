@@ -1053,7 +1053,7 @@ def train(
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from mirbatch.pipeline import check_gpus, ensure_ray
+    from mirbatch.pipeline import check_local_resources, ensure_ray
 
     init: Checkpoint | None = None
     if config.init is not None:
@@ -1082,11 +1082,17 @@ def train(
         fs.makedirs(run_path, exist_ok=True)
     cache_root = str(cache.absolute()) if cache else run_storage.join("feature-cache")
     ensure_ray(address)
-    check_gpus(1.0 if config.use_gpu else 0.0, address, "--use-gpu")
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    # Half a CPU a worker at least, so that more workers than cores can share them.
+    worker_cpus = 1.0 if config.use_gpu else max(0.5, cpus / config.workers)
+    check_local_resources(
+        {"CPU": worker_cpus * config.workers, "GPU": float(config.workers) if config.use_gpu else 0.0},
+        address,
+        f"--workers {config.workers}" + (" with --use-gpu" if config.use_gpu else ""),
+    )
     labels, cache_dir = build_cache(config, cache_root, log_line, run_storage)
     if init is not None:
         log_line(describe_init(init, labels))
-    cpus = int(ray.cluster_resources().get("CPU", 1))
     loop_config = {
         "architecture": config.architecture,
         "labels": list(labels),
@@ -1118,7 +1124,7 @@ def train(
         scaling_config=ray.train.ScalingConfig(
             num_workers=config.workers,
             use_gpu=config.use_gpu,
-            resources_per_worker={"CPU": max(0.5, cpus / config.workers) if not config.use_gpu else 1},
+            resources_per_worker={"CPU": worker_cpus},
         ),
         run_config=ray.train.RunConfig(  # type: ignore[call-arg]  # typed as Train v1's; v2 runs and has logging_config
             # One folder per attempt: a resumed run starts from the newest complete checkpoint of any

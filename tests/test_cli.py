@@ -170,22 +170,25 @@ def test_a_cluster_address_nothing_answers_at_fails_at_once(command: str, tmp_pa
     assert f"no Ray cluster answers at ray://{address} (Connection refused)" in result.output
 
 
-def test_a_gpu_request_the_local_ray_cannot_grant_is_refused(ray_session: None, tmp_path: Path) -> None:
-    """A Ray started here with no GPU would wait for one for ever; on a cluster (--address) the
-    autoscaler may add one, so only the local case is refused."""
+def test_a_request_the_local_ray_cannot_grant_is_refused(ray_session: None, tmp_path: Path) -> None:
+    """A Ray started here without the GPUs or CPUs asked for would wait for them for ever; on a
+    cluster (--address) the autoscaler may add them, so only the local case is refused."""
     for label, freq in (("flute", 880.0), ("tuba", 110.0)):
         for n in range(4):
             write_audio(tmp_path / "data" / label / f"{n}.wav", sine(freq * (1 + n / 10), 1.0), SR)
     runs = [
         (["tag", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--gpus-per-worker", "1"],
-         "--gpus-per-worker"),
+         "--gpus-per-worker 1 with --workers 1 need 1 GPU (it has 0)"),
         (["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "m.safetensors"), "--use-gpu",
-          "--storage", str(tmp_path / "runs")], "--use-gpu"),
+          "--storage", str(tmp_path / "runs")], "--workers 1 with --use-gpu need 1 GPU (it has 0)"),
+        # Half a CPU a worker: five need 2.5 of the session's 2.
+        (["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "m.safetensors"), "--workers", "5",
+          "--storage", str(tmp_path / "runs")], "--workers 5 need 2.5 CPU (it has 2)"),
     ]  # fmt: skip
-    for args, flag in runs:
+    for args, message in runs:
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 1, result.output
-        assert f"{flag} asks each worker for 1 GPU, and the Ray started here sees 0" in result.output
+        assert f"{message} from the Ray started here" in result.output, result.output
     # The refused training run left no run behind that a rerun would have to --resume.
     again = CliRunner().invoke(
         main,
