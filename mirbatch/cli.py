@@ -139,9 +139,15 @@ def main() -> None:
     "--features", type=click.Choice(["mel", "scalogram"]), default=None, help="Feature kind (default: the model's)."
 )
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Model actors.")
-@click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0.0, show_default=True)
+@click.option(
+    "--gpus-per-worker",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="GPUs each model actor reserves (0.5: two actors share one); features and model then run on it.",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Patches per forward.")
-@precision_option(PRECISIONS, "Arithmetic of the model's forward (fp16: GPUs only); scores move by about 0.01")
+@precision_option(PRECISIONS, "Arithmetic of the model's forward (fp16 pays on GPUs only); scores move by about 0.01")
 @address_option
 @click.option("--no-resume", is_flag=True, help="Discard earlier output in --out and start over.")
 @click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True, help="Labels kept in top_labels.")
@@ -340,7 +346,9 @@ def show(out: str, limit: int) -> None:
     "to score alike for every label, so that 'tag --unknown-threshold' turns it 'unknown' (0.5 measured; 0: "
     "off). Mains hum is not such noise: it is a harmonic tone.",
 )
-@click.option("--epochs", type=click.IntRange(min=1), default=40, show_default=True)
+@click.option(
+    "--epochs", type=click.IntRange(min=1), default=40, show_default=True, help="Most epochs (see --patience)."
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Global batch size.")
 @click.option(
     "--lr",
@@ -381,7 +389,12 @@ def show(out: str, limit: int) -> None:
     "validation and the unknown threshold use them.",
 )
 @click.option(
-    "--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.15, show_default=True
+    "--val-fraction",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.15,
+    show_default=True,
+    help="Share of the files held out to validate each epoch, split by source file (renders of one planned "
+    "clip together; matchers: by label).",
 )
 @click.option("--patience", type=click.IntRange(min=1), default=10, show_default=True, help="Early-stop patience.")
 @click.option(
@@ -626,7 +639,14 @@ def data() -> None:
 )
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (a folder per label).")
 @click.option("--per-class", type=click.IntRange(min=1), default=100, show_default=True, help="Clips per label.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Plans every clip (notes, lengths, velocities, --vary offsets): one seed plays the same notes in "
+    "every library.",
+)
 @click.option("--labels", default=None, help="Comma-separated labels (default: the 18-label taxonomy).")
 @click.option(
     "--programs",

@@ -56,6 +56,12 @@ def test_every_command_has_help_with_an_example(command: tuple[str, ...]) -> Non
     assert result.exit_code == 0
     assert "Example:" in result.output
     assert f"mirbatch {' '.join(command)}" in result.output.split("Example:")[1]
+    # And every option says what it does.
+    leaf: click.Command = main
+    for name in command:
+        assert isinstance(leaf, click.Group)
+        leaf = leaf.commands[name]
+    assert [p.opts for p in leaf.params if isinstance(p, click.Option) and not p.help] == []
 
 
 @pytest.mark.usefixtures("ray_session")
