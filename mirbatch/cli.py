@@ -239,14 +239,29 @@ def tag(
         sys.exit(EXIT_PARTIAL)
 
 
-@main.command(epilog=_example("mirbatch show labels/\nmirbatch show labels/ --limit 0   # every row"))
-@click.argument("out", type=click.Path(exists=True, file_okay=False))
+@main.command(
+    epilog=_example(
+        "mirbatch show labels/\n"
+        "mirbatch show labels/ --limit 0   # every row\n"
+        "mirbatch show s3://bucket/labels/ --s3-endpoint http://127.0.0.1:9000"
+    )
+)
+@click.argument("out", metavar="OUT")
 @click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True, help="Rows to print; 0: all.")
-def show(out: str, limit: int) -> None:
-    """Print the labels of a tag output dataset as a table."""
-    import pyarrow.dataset as ds
+@s3_endpoint_option
+def show(out: str, limit: int, s3_endpoint: str | None) -> None:
+    """Print the labels of a tag output dataset (a folder or s3:// prefix) as a table."""
+    from mirbatch.output import read_output
+    from mirbatch.sources import S3Options
 
-    table = ds.dataset(out, format="parquet").to_table(columns=["path", "status", "label", "confidence", "error"])
+    try:
+        table, committed = read_output(
+            out, ["path", "status", "label", "confidence", "error"], S3Options.resolve(s3_endpoint)
+        )
+    except (FileNotFoundError, PermissionError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not committed:
+        click.echo(f"{out}: its last run did not finish; rerun the same tag command to resume it", err=True)
     rows = sorted(table.to_pylist(), key=lambda r: r["path"])
     shown = rows if limit == 0 else rows[:limit]
     width = max([len("path"), *(len(r["path"]) for r in shown)])

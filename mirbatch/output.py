@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from mirbatch.sources import S3Options, filesystem
 
-__all__ = ["OUTPUT_SCHEMA", "SUCCESS_FILE", "ResultWriter", "completed_file_ids", "reset_output"]
+__all__ = ["OUTPUT_SCHEMA", "SUCCESS_FILE", "ResultWriter", "completed_file_ids", "read_output", "reset_output"]
 
 SEGMENT_TYPE = pa.struct(
     [
@@ -92,6 +92,27 @@ def completed_file_ids(out: str | Path, s3: S3Options | None = None) -> set[str]
         with fs.open(part, "rb") as f:
             done.update(pq.read_table(f, columns=["file_id"]).column("file_id").to_pylist())
     return done
+
+
+def read_output(
+    out: str | Path, columns: list[str] | None = None, s3: S3Options | None = None
+) -> tuple[pa.Table, bool]:
+    """The rows of the tag output ``out`` (local or ``s3://``) and whether its last run committed.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``out`` holds no part: it is no tag output, or no run has written a part yet.
+    """
+    fs, root = _fs(out, s3)
+    parts = _parts(fs, root)
+    if not parts:
+        raise FileNotFoundError(f"{out} holds no tag output (no {_PART_GLOB} files)")
+    tables = []
+    for part in parts:
+        with fs.open(part, "rb") as f:
+            tables.append(pq.read_table(f, columns=columns))
+    return pa.concat_tables(tables), fs.exists(f"{root}/{SUCCESS_FILE}")
 
 
 def reset_output(out: str | Path, s3: S3Options | None = None) -> None:

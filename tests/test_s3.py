@@ -79,6 +79,15 @@ def test_tag_s3_prefix_to_s3_exactly_once(s3_server: str, bucket: tuple[s3fs.S3F
     again = runner.invoke(main, args, catch_exceptions=False)
     assert again.exit_code == 0 and "10 already done" in again.output
     assert len(_read(fs, "archive/labels/")) == 10
+    # show reads the dataset on S3; without _SUCCESS it says the run did not finish.
+    shown = runner.invoke(main, ["show", "s3://archive/labels/", "--s3-endpoint", s3_server])
+    assert shown.exit_code == 0, shown.output
+    assert all(str(r["path"]) in shown.output for r in rows) and "did not finish" not in shown.output
+    fs.rm(f"archive/labels/{SUCCESS_FILE}")
+    partial = runner.invoke(main, ["show", "s3://archive/labels/", "--s3-endpoint", s3_server])
+    assert "its last run did not finish; rerun the same tag command" in partial.output
+    missing = runner.invoke(main, ["show", "s3://archive/nothing/", "--s3-endpoint", s3_server])
+    assert missing.exit_code == 1 and "holds no tag output" in missing.output
 
 
 def test_tag_zip_and_tar_on_s3(
