@@ -84,14 +84,18 @@ def _parts(fs: Any, root: str) -> list[str]:
     return sorted(fs.glob(f"{root}/{_PART_GLOB}")) if fs.exists(root) else []
 
 
+def _read_parts(fs: Any, root: str, columns: list[str] | None) -> list[pa.Table]:
+    tables = []
+    for part in _parts(fs, root):
+        with fs.open(part, "rb") as f:
+            tables.append(pq.read_table(f, columns=columns))
+    return tables
+
+
 def completed_file_ids(out: str | Path, s3: S3Options | None = None) -> set[str]:
     """``file_id``s already written to ``out`` by earlier runs (empty when there is none)."""
     fs, root = _fs(out, s3)
-    done: set[str] = set()
-    for part in _parts(fs, root):
-        with fs.open(part, "rb") as f:
-            done.update(pq.read_table(f, columns=["file_id"]).column("file_id").to_pylist())
-    return done
+    return {i for table in _read_parts(fs, root, ["file_id"]) for i in table.column("file_id").to_pylist()}
 
 
 def read_output(
@@ -105,13 +109,9 @@ def read_output(
         When ``out`` holds no part: it is no tag output, or no run has written a part yet.
     """
     fs, root = _fs(out, s3)
-    parts = _parts(fs, root)
-    if not parts:
+    tables = _read_parts(fs, root, columns)
+    if not tables:
         raise FileNotFoundError(f"{out} holds no tag output (no {_PART_GLOB} files)")
-    tables = []
-    for part in parts:
-        with fs.open(part, "rb") as f:
-            tables.append(pq.read_table(f, columns=columns))
     return pa.concat_tables(tables), fs.exists(f"{root}/{SUCCESS_FILE}")
 
 
