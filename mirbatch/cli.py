@@ -229,6 +229,9 @@ def tag(
         f"{summary.audio_s / 3600:.3f} h of audio in {summary.wall_s:.1f} s "
         f"({summary.throughput:.1f} audio-s/s) -> {summary.out}"
     )
+    if summary.rows_superseded:
+        changed = counted(summary.rows_superseded, "row")
+        click.echo(f"removed {changed} of files that changed after they were tagged (tagged again)")
     for path, error in summary.errors[:10]:
         click.echo(f"  error: {path}: {error}", err=True)
     if len(summary.errors) > 10:

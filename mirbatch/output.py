@@ -178,6 +178,43 @@ class ResultWriter:
         self._seq += 1
         self._rows = []
 
+    def drop_superseded(self) -> int:
+        """Remove the rows of inputs that changed after they were tagged; return how many went.
+
+        A rerun tags a changed file again (its ``file_id`` follows its content), which leaves two
+        rows with one ``path``; the newest stays. Only parts holding such rows are rewritten, each
+        atomically under its own name, so a reader sees the old part or the new one, and a run
+        killed half-way leaves the rest for the next commit.
+        """
+        self.flush()
+        parts = _parts(self.fs, self.root)
+        keys = _read_parts(self.fs, self.root, ["path", "file_id", "tagged_at"])
+        newest: dict[str, tuple[Any, str]] = {}
+        for table in keys:
+            for path, file_id, at in zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True):
+                if path not in newest or at > newest[path][0]:
+                    newest[path] = (at, file_id)
+        dropped = 0
+        for part, table in zip(parts, keys, strict=True):
+            keep = [
+                newest[path][1] == file_id
+                for path, file_id in zip(
+                    table.column("path").to_pylist(), table.column("file_id").to_pylist(), strict=True
+                )
+            ]
+            if all(keep):
+                continue
+            dropped += len(keep) - sum(keep)
+            if not any(keep):
+                self.fs.rm(part)
+                continue
+            with self.fs.open(part, "rb") as f:
+                kept = pq.read_table(f).filter(pa.array(keep))
+            buffer = io.BytesIO()
+            pq.write_table(kept, buffer, compression="zstd")
+            _write_atomic(self.fs, self.root, part.rsplit("/", 1)[-1], buffer.getvalue())
+        return dropped
+
     def commit(self, summary: dict[str, Any]) -> None:
         """Flush and mark the dataset complete with ``summary`` in ``_SUCCESS``."""
         self.flush()

@@ -113,6 +113,7 @@ class TagSummary:
     aggregation: str = DEFAULT_AGGREGATION
     precision: str = "fp32"
     out: str = ""
+    rows_superseded: int = 0  # earlier rows of files that changed since, removed
     errors: list[tuple[str, str]] = field(default_factory=list)
 
     @property
@@ -133,6 +134,7 @@ class TagSummary:
             "files_skipped_resume": self.files_skipped,
             "files_ok": self.files_ok,
             "files_error": self.files_error,
+            "rows_superseded": self.rows_superseded,
             "audio_hours": round(self.audio_s / 3600, 4),
             "wall_s": round(self.wall_s, 2),
             "audio_s_per_s": round(self.throughput, 2),
@@ -609,6 +611,7 @@ def run_tag(config: TagConfig, progress: Callable[[TagSummary, int], None] | Non
         if assembler.pending:
             lost = counted(assembler.pending, "file")
             raise RuntimeError(f"{lost} lost chunks in the pipeline; rerun to resume them")
+        summary.rows_superseded = writer.drop_superseded()
     summary.wall_s = time.perf_counter() - started
     writer.commit(summary.to_dict())
     if progress:

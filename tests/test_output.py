@@ -71,3 +71,20 @@ def test_new_run_clears_the_commit_marker(tmp_path: Path) -> None:
     assert not (tmp_path / SUCCESS_FILE).exists()  # incomplete until the new run commits
     second.commit({})
     assert len(pd.read_parquet(tmp_path)) == 1
+
+
+def test_rows_of_files_that_changed_since_are_dropped_the_newest_kept(tmp_path: Path) -> None:
+    first = ResultWriter(tmp_path, rows_per_part=2)
+    first.extend(_row(i) for i in range(5))  # parts of f0 f1, f2 f3, f4
+    first.commit({})
+    assert first.drop_superseded() == 0  # nothing changed: nothing rewritten
+    # f1 and f4 changed (new file_id) and were tagged again; f1 now says organ.
+    second = ResultWriter(tmp_path, rows_per_part=10)
+    second.extend([{**_row(1), "file_id": "id1-new", "label": "organ"}, {**_row(4), "file_id": "id4-new"}])
+    assert second.drop_superseded() == 2
+    df = pd.read_parquet(tmp_path).set_index("path")
+    assert df.index.is_unique and sorted(df.index) == [f"f{i}.wav" for i in range(5)]
+    assert df.loc["f1.wav", "file_id"] == "id1-new" and df.loc["f1.wav", "label"] == "organ"
+    assert df.loc["f4.wav", "file_id"] == "id4-new"
+    assert len(list(tmp_path.glob("part-*.parquet"))) == 3  # f4's own part went with its only row
+    assert not list(tmp_path.glob(".*"))

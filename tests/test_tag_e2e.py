@@ -101,6 +101,16 @@ def test_rerun_resumes_and_no_resume_starts_over(archive: Path, tmp_path: Path) 
     assert second.file_id.is_unique
     # Piano rows were not recomputed.
     assert set(first.tagged_at) <= set(second.tagged_at)
+    # A file that changed since is tagged again, and its earlier row goes: one row per path.
+    changed = sorted((subset / "piano").iterdir())[0]
+    shutil.copyfile(sorted((subset / "flute").iterdir())[0], changed)
+    code, output = _tag(str(subset), "--out", str(out))
+    assert code == 0
+    assert f"{len(second) - 1} already done" in output and "removed 1 row of files that changed" in output
+    third = pd.read_parquet(out).set_index("path")
+    assert third.index.is_unique and sorted(third.index) == sorted(second.path)
+    assert third.loc[str(changed), "label"] == "flute"
+    assert json.loads((out / SUCCESS_FILE).read_text())["rows_superseded"] == 1
     code, output = _tag(str(subset / "flute"), "--out", str(out), "--no-resume", "--aggregate", "mean")
     assert code == 0 and "0 already done" in output
     assert json.loads((out / SUCCESS_FILE).read_text())["aggregation"] == "mean"
