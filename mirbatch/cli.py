@@ -230,8 +230,8 @@ def tag(
         f"({summary.throughput:.1f} audio-s/s) -> {summary.out}"
     )
     if summary.rows_superseded:
-        changed = counted(summary.rows_superseded, "row")
-        click.echo(f"removed {changed} of files that changed after they were tagged (tagged again)")
+        older = counted(summary.rows_superseded, "older row")
+        click.echo(f"removed {older} of files tagged again (changed since, or by another run at once)")
     for path, error in summary.errors[:10]:
         click.echo(f"  error: {path}: {error}", err=True)
     if len(summary.errors) > 10:

@@ -179,29 +179,27 @@ class ResultWriter:
         self._rows = []
 
     def drop_superseded(self) -> int:
-        """Remove the rows of inputs that changed after they were tagged; return how many went.
+        """Keep one row per ``path``, the newest; return how many older rows went.
 
-        A rerun tags a changed file again (its ``file_id`` follows its content), which leaves two
-        rows with one ``path``; the newest stays. Only parts holding such rows are rewritten, each
-        atomically under its own name, so a reader sees the old part or the new one, and a run
-        killed half-way leaves the rest for the next commit.
+        A rerun tags a file that changed since again (its ``file_id`` follows its content), and two
+        runs started at once into one ``--out`` tag the same files twice: either leaves two rows with
+        one ``path``. Only parts holding older rows are rewritten, each atomically under its own
+        name, so a reader sees the old part or the new one, and a run killed half-way leaves the
+        rest to the next commit.
         """
         self.flush()
         parts = _parts(self.fs, self.root)
-        keys = _read_parts(self.fs, self.root, ["path", "file_id", "tagged_at"])
-        newest: dict[str, tuple[Any, str]] = {}
-        for table in keys:
-            for path, file_id, at in zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True):
+        keys = _read_parts(self.fs, self.root, ["path", "tagged_at"])
+        newest: dict[str, tuple[Any, int, int]] = {}
+        for n, table in enumerate(keys):
+            for row, (path, at) in enumerate(
+                zip(*(table.column(c).to_pylist() for c in ("path", "tagged_at")), strict=True)
+            ):
                 if path not in newest or at > newest[path][0]:
-                    newest[path] = (at, file_id)
+                    newest[path] = (at, n, row)
         dropped = 0
-        for part, table in zip(parts, keys, strict=True):
-            keep = [
-                newest[path][1] == file_id
-                for path, file_id in zip(
-                    table.column("path").to_pylist(), table.column("file_id").to_pylist(), strict=True
-                )
-            ]
+        for n, (part, table) in enumerate(zip(parts, keys, strict=True)):
+            keep = [newest[path][1:] == (n, row) for row, path in enumerate(table.column("path").to_pylist())]
             if all(keep):
                 continue
             dropped += len(keep) - sum(keep)

@@ -113,7 +113,7 @@ class TagSummary:
     aggregation: str = DEFAULT_AGGREGATION
     precision: str = "fp32"
     out: str = ""
-    rows_superseded: int = 0  # earlier rows of files that changed since, removed
+    rows_superseded: int = 0  # older rows of files tagged again, removed (one row per path)
     errors: list[tuple[str, str]] = field(default_factory=list)
 
     @property

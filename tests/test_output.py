@@ -88,3 +88,9 @@ def test_rows_of_files_that_changed_since_are_dropped_the_newest_kept(tmp_path: 
     assert df.loc["f4.wav", "file_id"] == "id4-new"
     assert len(list(tmp_path.glob("part-*.parquet"))) == 3  # f4's own part went with its only row
     assert not list(tmp_path.glob(".*"))
+    # Two runs at once into one folder tagged f0 twice with the same id: the newer row stays.
+    third = ResultWriter(tmp_path)
+    third.add({**_row(0), "label": "tuba"})
+    assert third.drop_superseded() == 1
+    df = pd.read_parquet(tmp_path).set_index("path")
+    assert df.index.is_unique and df.loc["f0.wav", "label"] == "tuba"

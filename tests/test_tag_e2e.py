@@ -106,7 +106,7 @@ def test_rerun_resumes_and_no_resume_starts_over(archive: Path, tmp_path: Path) 
     shutil.copyfile(sorted((subset / "flute").iterdir())[0], changed)
     code, output = _tag(str(subset), "--out", str(out))
     assert code == 0
-    assert f"{len(second) - 1} already done" in output and "removed 1 row of files that changed" in output
+    assert f"{len(second) - 1} already done" in output and "removed 1 older row of files tagged again" in output
     third = pd.read_parquet(out).set_index("path")
     assert third.index.is_unique and sorted(third.index) == sorted(second.path)
     assert third.loc[str(changed), "label"] == "flute"
