@@ -303,10 +303,15 @@ def list_sources(sources: Iterable[str], s3: S3Options | None = None) -> Iterato
             raise SourceError(f"unsupported source scheme {scheme!r} in {source!r}; use a local path, glob or s3://")
         else:
             records = _list_local(source)
+        listed = False
         for record in records:
+            listed = True
             if record.uri not in seen:
                 seen.add(record.uri)
                 yield record
+        if not listed:  # a folder, prefix or archive with no audio in it: most likely the wrong one
+            kinds = ", ".join(sorted({*AUDIO_EXTENSIONS, *ARCHIVE_SUFFIXES}))
+            raise SourceError(f"no audio files in {source!r} (looked for {kinds})")
 
 
 # --- reading -------------------------------------------------------------------------------------

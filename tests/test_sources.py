@@ -66,6 +66,22 @@ def test_bad_sources_are_errors(source: str) -> None:
         list(list_sources([source]))
 
 
+def test_a_source_with_no_audio_in_it_is_an_error_that_names_it(tmp_path: Path) -> None:
+    """Most likely the wrong folder: saying so beats tagging nothing and exiting 0."""
+    import zipfile
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "notes.txt").write_text("not audio")
+    with zipfile.ZipFile(tmp_path / "docs.zip", "w") as z:
+        z.writestr("readme.md", "text")
+    (tmp_path / "audio").mkdir()
+    (tmp_path / "audio" / "a.wav").write_bytes(b"RIFF")
+    for name in ("empty", "text", "docs.zip"):
+        with pytest.raises(SourceError, match=f"no audio files in '{tmp_path / name}' \\(looked for .aac, "):
+            list(list_sources([str(tmp_path / "audio"), str(tmp_path / name)]))
+
+
 def test_local_archives_list_members_and_read_them_alone(tmp_path: Path) -> None:
     import tarfile
     import zipfile
