@@ -1093,6 +1093,7 @@ def train(
     labels, cache_dir = build_cache(config, cache_root, log_line, run_storage)
     if init is not None:
         log_line(describe_init(init, labels))
+    resume_from = latest_checkpoint(fs, run_path) if resume else None
     loop_config = {
         "architecture": config.architecture,
         "labels": list(labels),
@@ -1116,8 +1117,14 @@ def train(
         "init": (init.name, init_bytes) if init is not None else None,
         "threads": max(1, cpus // config.workers),
         # An earlier attempt's newest complete checkpoint (in the run folder every node can reach).
-        "resume_from": latest_checkpoint(fs, run_path) if resume else None,
+        "resume_from": resume_from,
     }
+    if resume:
+        log_line(
+            f"resuming from {run_uri}/{resume_from.removeprefix(run_path).lstrip('/')}"
+            if resume_from
+            else f"--resume: run {name!r} has no complete checkpoint in {run_storage.uri}; starting at epoch 1"
+        )
     trainer = TorchTrainer(
         train_loop,
         train_loop_config=loop_config,

@@ -116,16 +116,21 @@ def test_a_run_on_s3_storage_checkpoints_there_and_resumes(small_data: Path, tmp
     s3 = S3Options(s3_server)
     config = _config(small_data, epochs=2, patience=10)
     out = tmp_path / "s3run.safetensors"
-    _, first = train(config, out, storage="s3://train-runs/exp", s3=s3, log_line=lambda _: None)
+    # --resume with nothing to resume starts at epoch 1, and says so.
+    said: list[str] = []
+    _, first = train(config, out, storage="s3://train-runs/exp", s3=s3, resume=True, log_line=said.append)
+    assert "--resume: run 's3run' has no complete checkpoint in s3://train-runs/exp; starting at epoch 1" in said
     # Ray Train wrote each epoch's checkpoint to the bucket, the feature cache went there too.
     states = bucket.glob("train-runs/exp/s3run/attempt-*/checkpoint_*/state.json")
     assert sorted(json.loads(bucket.cat(p))["epoch"] for p in states) == [1, 2]
     assert len(bucket.glob("train-runs/exp/feature-cache/*/done.json")) == 1
     assert first["run_dir"] == "s3://train-runs/exp/s3run"
     # Resume from the bucket: the first two epochs are the first run's own, two more follow.
+    said.clear()
     _, resumed = train(
-        replace(config, epochs=4), out, storage="s3://train-runs/exp", s3=s3, resume=True, log_line=lambda _: None
+        replace(config, epochs=4), out, storage="s3://train-runs/exp", s3=s3, resume=True, log_line=said.append
     )
+    assert any(line.startswith("resuming from s3://train-runs/exp/s3run/attempt-") for line in said), said
     assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3, 4]
     assert resumed["history"][:2] == first["history"]
     assert load_checkpoint(str(out)).meta.training["epochs"] == 4
