@@ -215,7 +215,8 @@ def tag(
         click.echo(f"\r{line}" if tty else line, err=True, nl=not tty)
 
     try:
-        summary = run_tag(config, progress=progress)
+        with _s3_errors():
+            summary = run_tag(config, progress=progress)
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     except Exception as exc:  # the library's typed errors (source, checkpoint) carry user-facing text
@@ -258,9 +259,10 @@ def show(out: str, limit: int, s3_endpoint: str | None) -> None:
     from mirbatch.sources import S3Options
 
     try:
-        table, committed = read_output(
-            out, ["path", "status", "label", "confidence", "error"], S3Options.resolve(s3_endpoint)
-        )
+        with _s3_errors():
+            table, committed = read_output(
+                out, ["path", "status", "label", "confidence", "error"], S3Options.resolve(s3_endpoint)
+            )
     except (FileNotFoundError, PermissionError) as exc:
         raise click.ClickException(str(exc)) from exc
     if not committed:
@@ -522,17 +524,18 @@ def train(
             support_shifts=_semitones(support_shifts) if support_shifts is not None else None,
             init=init,
         )
-        path, result = run_training(
-            config,
-            Path(out),
-            storage=storage,
-            name=name,
-            resume=resume,
-            address=address,
-            cache=Path(cache) if cache else None,
-            log_line=click.echo,
-            s3=S3Options.resolve(s3_endpoint),
-        )
+        with _s3_errors():
+            path, result = run_training(
+                config,
+                Path(out),
+                storage=storage,
+                name=name,
+                resume=resume,
+                address=address,
+                cache=Path(cache) if cache else None,
+                log_line=click.echo,
+                s3=S3Options.resolve(s3_endpoint),
+            )
     except (ValueError, FileNotFoundError, ConnectionError, RuntimeError, CheckpointError) as exc:
         raise click.ClickException(f"--init: {exc}" if isinstance(exc, CheckpointError) else str(exc)) from exc
     from mirbatch.plots import plot_training_curves
@@ -808,7 +811,8 @@ def support_add(
 
     try:
         shifts = _semitones(support_shifts) if support_shifts is not None else None
-        result = enroll(library, sources, label, model, s3_endpoint, shifts)
+        with _s3_errors():
+            result = enroll(library, sources, label, model, s3_endpoint, shifts)
     except (SupportError, SourceError, CheckpointError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(
@@ -858,6 +862,24 @@ def support_remove(library: str, label: str) -> None:
     smaller, files = lib.remove(label)
     smaller.save()
     click.echo(f"removed {counted(files, 'file')} of {label!r} from {library}")
+
+
+@contextmanager
+def _s3_errors() -> Iterator[None]:
+    """S3 failures that botocore raises outside ``OSError`` (no credentials, an endpoint that does not
+    answer) as one line with what to do, not a traceback."""
+    try:
+        yield
+    except Exception as exc:
+        if not type(exc).__module__.startswith("botocore"):
+            raise
+        hint = (
+            ": set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run where an instance role "
+            "gives them"
+            if type(exc).__name__ == "NoCredentialsError"
+            else ""
+        )
+        raise click.ClickException(f"S3: {exc}{hint}") from exc
 
 
 @contextmanager

@@ -11,6 +11,7 @@ import pyarrow.dataset as pads
 import pytest
 import s3fs
 from click.testing import CliRunner
+from conftest import free_port
 
 from mirbatch.cli import main
 from mirbatch.output import SUCCESS_FILE
@@ -226,3 +227,22 @@ def test_credentials_never_reach_output_or_messages(
     texts = [ok.output, failed.output, fs.cat_file("archive/secret/_SUCCESS").decode()]
     texts += [fs.cat_file(p).decode("latin-1") for p in fs.glob("archive/secret/part-*.parquet")]
     assert not any(secret in text for text in texts)
+
+
+def test_no_credentials_and_an_endpoint_that_does_not_answer_are_one_line_errors(tmp_path: Path) -> None:
+    """botocore raises these outside OSError; the CLI says what is wrong, and what to do, in one line."""
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    tag = ["tag", "s3://archive/audio/", "--out", str(tmp_path / "out"), "--s3-endpoint", endpoint]
+    no_credentials = {"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None, "AWS_PROFILE": None,
+                      "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_CONFIG_FILE": str(tmp_path / "none"),
+                      "AWS_EC2_METADATA_DISABLED": "true"}  # fmt: skip
+    # Another endpoint: s3fs caches a file system per endpoint, with the credentials it found then.
+    result = CliRunner().invoke(main, [*tag[:-1], f"http://127.0.0.1:{free_port()}"], env=no_credentials)
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("Error: S3: Unable to locate credentials: set AWS_ACCESS_KEY_ID"), result.output
+    for args in (tag, ["show", "s3://archive/labels/", "--s3-endpoint", endpoint]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 1, result.output
+        assert result.output.startswith(f'Error: S3: Could not connect to the endpoint URL: "{endpoint}/'), (
+            result.output
+        )
