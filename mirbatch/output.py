@@ -152,7 +152,10 @@ class ResultWriter:
         self.run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
         self._rows: list[dict[str, Any]] = []
         self._seq = 0
-        self.fs.makedirs(self.root, exist_ok=True)
+        try:
+            self.fs.makedirs(self.root, exist_ok=True)
+        except OSError as exc:
+            raise OSError(f"cannot create the output folder {out}: {exc.strerror or exc}") from exc
         # A new run makes the dataset incomplete until it commits.
         if self.fs.exists(f"{self.root}/{SUCCESS_FILE}"):
             self.fs.rm(f"{self.root}/{SUCCESS_FILE}")

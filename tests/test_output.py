@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow.dataset as pads
+import pytest
 
 from mirbatch.output import OUTPUT_SCHEMA, SUCCESS_FILE, ResultWriter, completed_file_ids, reset_output
 
@@ -94,3 +95,9 @@ def test_rows_of_files_that_changed_since_are_dropped_the_newest_kept(tmp_path: 
     assert third.drop_superseded() == 1
     df = pd.read_parquet(tmp_path).set_index("path")
     assert df.index.is_unique and df.loc["f0.wav", "label"] == "tuba"
+
+
+def test_an_output_folder_that_cannot_be_made_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(OSError, match=f"cannot create the output folder {tmp_path / 'file' / 'labels'}: "):
+        ResultWriter(tmp_path / "file" / "labels")
