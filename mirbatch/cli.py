@@ -610,6 +610,11 @@ def evaluate(
     from mirbatch.models import DEFAULT_CLASSIFIER, DEFAULT_MATCHER, CheckpointError, is_matcher, read_checkpoint_meta
 
     episodic = bool(n_way or k_shot or support_data)
+    if report:  # made first: an evaluation can take minutes, and its report must have somewhere to go
+        try:
+            Path(report).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise click.ClickException(f"cannot create the --report folder {report}: {exc.strerror or exc}") from exc
     try:
         name = model or (DEFAULT_MATCHER if episodic else DEFAULT_CLASSIFIER)
         if is_matcher(read_checkpoint_meta(name).architecture):
