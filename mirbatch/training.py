@@ -1055,6 +1055,10 @@ def train(
 
     from mirbatch.pipeline import check_local_resources, ensure_ray
 
+    try:  # before training, not after: the checkpoint must have somewhere to go
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"cannot create the folder of --out {out}: {exc.strerror or exc}") from exc
     init: Checkpoint | None = None
     if config.init is not None:
         try:

@@ -205,9 +205,13 @@ def test_a_request_the_local_ray_cannot_grant_is_refused(ray_session: None, tmp_
     assert (tmp_path / "m.safetensors").is_file()
 
 
-def test_eval_makes_its_report_folder_before_evaluating(tmp_path: Path) -> None:
+def test_eval_and_train_make_their_output_folders_before_they_start(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("not a folder")
     report = tmp_path / "file" / "report"
     result = CliRunner().invoke(main, ["eval", "--data", str(tmp_path), "--report", str(report)])
     assert result.exit_code == 1
     assert f"cannot create the --report folder {report}: Not a directory" in result.output
+    out = tmp_path / "file" / "m.safetensors"
+    result = CliRunner().invoke(main, ["train", "--data", str(tmp_path), "--out", str(out)])
+    assert result.exit_code == 1
+    assert f"cannot create the folder of --out {out}: File exists" in result.output
