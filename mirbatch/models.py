@@ -560,9 +560,13 @@ def checkpoint_from_bytes(data: bytes, name: str, device: str | torch.device = "
     meta = _meta_from_bytes(data, name)
     model = build_model(meta.architecture, len(meta.labels), **meta.params)
     try:
-        weights, baseline = MfccSvm.split(load(data))
+        tensors = load(data)
+    except SafetensorError as exc:  # the header read, the tensors not: a cut-off copy or download
+        raise CheckpointError(f"{name}: the checkpoint file is damaged or incomplete ({exc}); copy it again") from None
+    try:
+        weights, baseline = MfccSvm.split(tensors)
         model.load_state_dict(weights, strict=True)
-    except (SafetensorError, RuntimeError) as exc:
+    except RuntimeError as exc:
         raise CheckpointError(f"{name}: weights do not match architecture {meta.architecture!r}: {exc}") from None
     model.to(device).eval()
     return Checkpoint(

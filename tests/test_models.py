@@ -221,6 +221,17 @@ def test_weights_must_fit_the_labels(tmp_path: Path) -> None:
         load_checkpoint(str(path))
 
 
+def test_a_cut_off_checkpoint_says_so(tmp_path: Path) -> None:
+    """Its header reads, its tensors do not: a copy or download that stopped early, not a wrong model."""
+    whole = tmp_path / "whole.safetensors"
+    save_checkpoint(whole, SeedCNN(3), CheckpointMeta("cnn", ("a", "b", "c"), MelConfig()))
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    assert read_checkpoint_meta(str(cut)).labels == ("a", "b", "c")
+    with pytest.raises(CheckpointError, match=r"cut: the checkpoint file is damaged or incomplete .*; copy it again"):
+        load_checkpoint(str(cut))
+
+
 def test_missing_model_names_the_choices() -> None:
     with pytest.raises(CheckpointError, match="cnn-default"):
         load_checkpoint("no-such-model")
