@@ -84,9 +84,9 @@ def _parts(fs: Any, root: str) -> list[str]:
     return sorted(fs.glob(f"{root}/{_PART_GLOB}")) if fs.exists(root) else []
 
 
-def _read_parts(fs: Any, root: str, columns: list[str] | None) -> list[pa.Table]:
+def _read_parts(fs: Any, parts: list[str], columns: list[str] | None) -> list[pa.Table]:
     tables = []
-    for part in _parts(fs, root):
+    for part in parts:
         with fs.open(part, "rb") as f:
             tables.append(pq.read_table(f, columns=columns))
     return tables
@@ -95,7 +95,7 @@ def _read_parts(fs: Any, root: str, columns: list[str] | None) -> list[pa.Table]
 def completed_file_ids(out: str | Path, s3: S3Options | None = None) -> set[str]:
     """``file_id``s already written to ``out`` by earlier runs (empty when there is none)."""
     fs, root = _fs(out, s3)
-    return {i for table in _read_parts(fs, root, ["file_id"]) for i in table.column("file_id").to_pylist()}
+    return {i for table in _read_parts(fs, _parts(fs, root), ["file_id"]) for i in table.column("file_id").to_pylist()}
 
 
 def read_output(
@@ -109,7 +109,7 @@ def read_output(
         When ``out`` holds no part: it is no tag output, or no run has written a part yet.
     """
     fs, root = _fs(out, s3)
-    tables = _read_parts(fs, root, columns)
+    tables = _read_parts(fs, _parts(fs, root), columns)
     if not tables:
         raise FileNotFoundError(f"{out} holds no tag output (no {_PART_GLOB} files)")
     return pa.concat_tables(tables), fs.exists(f"{root}/{SUCCESS_FILE}")
@@ -191,8 +191,8 @@ class ResultWriter:
         rest to the next commit.
         """
         self.flush()
-        parts = _parts(self.fs, self.root)
-        keys = _read_parts(self.fs, self.root, ["path", "tagged_at"])
+        parts = _parts(self.fs, self.root)  # listed once: a run writing beside this one adds parts
+        keys = _read_parts(self.fs, parts, ["path", "tagged_at"])
         newest: dict[str, tuple[Any, int, int]] = {}
         for n, table in enumerate(keys):
             for row, (path, at) in enumerate(
