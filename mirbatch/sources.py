@@ -234,10 +234,11 @@ def _walk(root: Path) -> Iterator[Path]:
 
 
 def _fixed_prefix(pattern: str) -> str:
-    """The folders of a glob before its first wildcard: ``a/b/`` of ``a/b/*/c*.wav``."""
+    """The folders of a glob before its first wildcard: ``a/b/`` of ``a/b/*/c*.wav``, ``/`` of
+    ``/*/x.wav``, and nothing of ``*/x.wav``."""
     parts = pattern.split("/")
     fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
-    return "/".join(parts[:fixed]) + "/"
+    return "".join(f"{part}/" for part in parts[:fixed])
 
 
 def _list_local(source: str) -> Iterator[FileRecord]:

@@ -138,7 +138,9 @@ def test_archive_members_that_try_to_escape_are_only_names(tmp_path: Path) -> No
     assert not (tmp_path / "escaped.wav").exists() and not Path("/tmp/absolute.wav").exists()
 
 
-def test_hidden_names_and_macos_folders_are_passed_over_when_walking(tmp_path: Path) -> None:
+def test_hidden_names_and_macos_folders_are_passed_over_when_walking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import zipfile
 
     apple_double = b"\x00\x05\x16\x07 AppleDouble metadata"
@@ -157,6 +159,10 @@ def test_hidden_names_and_macos_folders_are_passed_over_when_walking(tmp_path: P
     assert listed == ["/mac.zip::sub/oboe.wav", "/sub/flute.wav"]
     # A glob passes them over under its fixed folders, wherever those are; a file named alone is read.
     assert [r.path for r in list_sources([f"{tmp_path}/**/*.wav"])] == [f"{tmp_path}/sub/flute.wav"]
+    # A relative glob whose first part is a wildcard has no fixed folders at all.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "__MACOSX" / "sub" / "oboe.wav").write_bytes(b"RIFF oboe")
+    assert [r.path for r in list_sources(["**/*.wav"])] == ["sub/flute.wav"]
     assert [r.path for r in list_sources([str(tmp_path / "sub" / "._flute.wav")])] == [
         str(tmp_path / "sub" / "._flute.wav")
     ]
