@@ -1,7 +1,8 @@
 """Decoding: encoded bytes or files -> mono float32 at the model's sample rate.
 
 libsndfile (through soundfile) reads WAV, FLAC, OGG/Vorbis, OGG/Opus, MP3, AIFF and more; what it
-cannot open, FFmpeg (through PyAV) decodes: M4A (AAC, ALAC), AAC, WMA, as music libraries keep them.
+cannot open, FFmpeg (through PyAV) decodes: M4A (AAC, ALAC), AAC, WMA, as music libraries keep them,
+and the first audio stream of a video file (MP4, MOV, MKV, MXF, ...), as broadcasters keep it.
 soxr resamples with a proper band-limited filter. Audio is read, downmixed and resampled block by block
 and handed on in chunks (``decode_chunks``), so memory holds one block and a chunk or two, never
 the whole input.
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     import av  # imported where used: 0.1 s that files libsndfile reads never need
 
 __all__ = [
-    "AUDIO_EXTENSIONS",
+    "MEDIA_EXTENSIONS",
     "AudioChunk",
     "DecodeError",
     "DecodedAudio",
@@ -35,11 +36,32 @@ __all__ = [
 ]
 
 # File name endings listed when a source is a directory (explicit files are always tried).
-AUDIO_EXTENSIONS: frozenset[str] = frozenset(
+MEDIA_EXTENSIONS: frozenset[str] = frozenset(
     {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".w64", ".caf"}
     | {".m4a", ".aac", ".wma"}  # through FFmpeg
+    # Video containers, through FFmpeg: their first audio stream (broadcast and web archives keep
+    # their sound there). Not .ts: as often TypeScript as MPEG transport streams.
+    | {
+        ".mp4",
+        ".m4v",
+        ".mov",
+        ".mkv",
+        ".webm",
+        ".avi",
+        ".mxf",
+        ".mts",
+        ".m2ts",
+        ".mpg",
+        ".mpeg",
+        ".wmv",
+        ".flv",
+        ".3gp",
+    }
 )
-_SUPPORTED = "WAV, FLAC, OGG, Opus, MP3, AIFF, M4A (AAC, ALAC), AAC, WMA"
+_SUPPORTED = (
+    "WAV, FLAC, OGG, Opus, MP3, AIFF, M4A (AAC, ALAC), AAC, WMA, and the audio of video files "
+    "(MP4, MOV, MKV, WebM, AVI, MXF, MPEG, WMV)"
+)
 
 _BLOCK_FRAMES = 1 << 18  # ~6 s at 44.1 kHz per read: bounded memory for any channel count
 

@@ -1,7 +1,8 @@
 """Sources: what the user points at -> a stream of file records.
 
-A source is a local file, folder (walked recursively) or glob; an ``s3://bucket/prefix`` (every
-object under it), object or glob; or a zip/tar archive in either place, whose audio members become
+A source is a local file, folder (walked recursively, through symlinked folders, each real folder
+once) or glob (``**``: any folders); an ``s3://bucket/prefix`` (every object under it), object or
+glob; or a zip/tar archive in either place, whose audio members become
 records named ``archive.zip::member.wav`` and are read without unpacking the archive (zip members
 and plain-tar members by byte range; compressed tars by streaming to the member). Archives met while
 walking a folder or prefix are expanded the same way. Hidden names met while walking (any part
@@ -20,6 +21,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import io
+import logging
 import os
 import tarfile
 import time
@@ -27,10 +29,11 @@ import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, TypeVar
 
-from mirbatch.audio import AUDIO_EXTENSIONS
+from mirbatch.audio import MEDIA_EXTENSIONS
 
 __all__ = [
     "ARCHIVE_SUFFIXES",
@@ -46,6 +49,7 @@ __all__ = [
     "open_record",
     "record_bytes",
     "split_member",
+    "walk",
 ]
 
 ARCHIVE_SUFFIXES: tuple[str, ...] = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
@@ -53,6 +57,7 @@ MEMBER_SEPARATOR = "::"
 _RETRIES = 4  # reads of remote objects: transient errors are retried with backoff
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class SourceError(Exception):
@@ -134,7 +139,7 @@ def is_hidden(relative: str) -> bool:
 
 
 def _is_audio(name: str) -> bool:
-    return Path(name).suffix.lower() in AUDIO_EXTENSIONS
+    return Path(name).suffix.lower() in MEDIA_EXTENSIONS
 
 
 def split_member(uri: str) -> tuple[str, str | None]:
@@ -223,14 +228,71 @@ def _local_entry(listed: str, path: Path) -> Iterator[FileRecord]:
         yield _record(listed, uri, st.st_size, version)
 
 
-def _walk(root: Path) -> Iterator[Path]:
-    """Audio files and archives under ``root`` in sorted order; symlinked folders are not followed
-    (no loops)."""
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=None):
-        dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
-        for name in sorted(filenames):
-            if (_is_audio(name) or is_archive(name)) and not is_hidden(name):
-                yield Path(dirpath) / name
+def walk(root: Path, keep: Callable[[str], bool], enter: Callable[[str], bool] = lambda _: True) -> Iterator[Path]:
+    """Files under ``root`` whose path relative to it (POSIX) ``keep`` accepts, in sorted order: a
+    folder's files, then its subfolders that ``enter`` accepts.
+
+    Hidden names are passed over. Symlinked folders are followed (archives on shared storage link
+    their volumes in); each real folder is walked once, so a link back up the tree (a loop) or a
+    second link to one folder adds nothing. A folder that cannot be listed is skipped with a warning.
+    """
+    seen: set[tuple[int, int]] = set()
+    stack = [(root, "")]
+    while stack:
+        folder, relative = stack.pop()
+        try:
+            st = folder.stat()
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            log.warning("cannot list folder %s (%s): its files are left out", folder, exc.strerror or exc)
+            continue
+        subfolders = []
+        for entry in entries:
+            name = f"{relative}{entry.name}"
+            if is_hidden(entry.name):
+                continue
+            try:
+                is_folder = entry.is_dir()  # follows links; a dangling link is a file (its read fails)
+            except OSError:
+                is_folder = False
+            if is_folder:
+                if enter(name):
+                    subfolders.append((Path(entry.path), f"{name}/"))
+            elif keep(name):
+                yield Path(entry.path)
+        stack.extend(reversed(subfolders))
+
+
+def _walkable(name: str) -> bool:
+    return _is_audio(name) or is_archive(name)
+
+
+def _glob_states(parts: tuple[str, ...], names: Iterable[str]) -> set[int]:
+    """Where the glob ``parts`` can stand after matching the path parts ``names``: the indices of the
+    parts still to match (``len(parts)``: matched whole). ``**`` matches any number of folders."""
+
+    def skip_recursive(states: set[int]) -> set[int]:
+        out = set(states)
+        for i in sorted(states):
+            while i < len(parts) and parts[i] == "**":
+                i += 1
+                out.add(i)
+        return out
+
+    states = skip_recursive({0})
+    for name in names:
+        states = skip_recursive(
+            {
+                i if parts[i] == "**" else i + 1
+                for i in states
+                if i < len(parts) and (parts[i] == "**" or fnmatchcase(name, parts[i]))
+            }
+        )
+    return states
 
 
 def _fixed_prefix(pattern: str) -> str:
@@ -241,22 +303,38 @@ def _fixed_prefix(pattern: str) -> str:
     return "".join(f"{part}/" for part in parts[:fixed])
 
 
+def _glob_local(pattern: str) -> Iterator[str]:
+    """Files matching the local glob ``pattern`` (``**``: any folders), by walking only where it can
+    match: Python's glob follows a symlink loop until the OS stops it and lists each file again at
+    every turn."""
+    fixed = _fixed_prefix(pattern)
+    parts = tuple(pattern[len(fixed) :].split("/"))
+
+    def keep(relative: str) -> bool:
+        return len(parts) in _glob_states(parts, relative.split("/"))
+
+    def enter(relative: str) -> bool:
+        return any(i < len(parts) for i in _glob_states(parts, relative.split("/")))
+
+    for file in walk(Path(fixed or "."), keep, enter):
+        yield fixed + file.relative_to(fixed or ".").as_posix()
+
+
 def _list_local(source: str) -> Iterator[FileRecord]:
     local = source.removeprefix("file://")
     path = Path(local)
     if path.is_dir():
-        for file in _walk(path):
+        for file in walk(path, _walkable):
             yield from _local_entry(str(file), file)
     elif path.is_file():
         yield from _local_entry(local, path)
     elif glob.has_magic(local):
-        matches = sorted(glob.glob(local, recursive=True))
-        if not matches:
+        matched = False
+        for match in _glob_local(local):
+            matched = True
+            yield from _local_entry(match, Path(match))
+        if not matched:
             raise SourceError(f"no files match {source!r}")
-        fixed = _fixed_prefix(local)
-        for match in matches:
-            if Path(match).is_file() and not is_hidden(match[len(fixed) :]):
-                yield from _local_entry(match, Path(match))
     else:
         raise SourceError(f"source {source!r} does not exist")
 
@@ -311,7 +389,7 @@ def list_sources(sources: Iterable[str], s3: S3Options | None = None) -> Iterato
                 seen.add(record.uri)
                 yield record
         if not listed:  # a folder, prefix or archive with no audio in it: most likely the wrong one
-            kinds = ", ".join(sorted({*AUDIO_EXTENSIONS, *ARCHIVE_SUFFIXES}))
+            kinds = ", ".join(sorted({*MEDIA_EXTENSIONS, *ARCHIVE_SUFFIXES}))
             raise SourceError(f"no audio files in {source!r} (looked for {kinds})")
 
 

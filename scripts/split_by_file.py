@@ -15,7 +15,7 @@ import argparse
 import random
 from pathlib import Path
 
-from mirbatch.audio import AUDIO_EXTENSIONS
+from mirbatch.audio import MEDIA_EXTENSIONS
 
 __all__ = ["split_by_file"]
 
@@ -33,7 +33,7 @@ def split_by_file(
     """
     counts: dict[str, tuple[int, int]] = {}
     for folder in sorted(p for p in data.iterdir() if p.is_dir()):
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS)
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in MEDIA_EXTENSIONS)
         random.Random(f"{seed}-{folder.name}").shuffle(files)
         n = len(files) // 2 if per_label is None else min(per_label, len(files) // 2)
         for destination, chosen in ((first, files[:n]), (second, files[n:])):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import sine, write_audio
 
-from mirbatch.audio import AUDIO_EXTENSIONS, DecodeError, decode, decode_chunks
+from mirbatch.audio import MEDIA_EXTENSIONS, DecodeError, decode, decode_chunks
 
 # (extension, soundfile format, subtype)
 FORMATS = [
@@ -88,7 +88,7 @@ FFMPEG_FORMATS = [
 def test_what_libsndfile_cannot_open_ffmpeg_decodes(tmp_path: Path, name: str, codec: str, container: str) -> None:
     y = sine(440.0, 1.5, 48000)
     path = _encode_with_ffmpeg(tmp_path / name, codec, container, np.stack([y, 0.5 * y]), 48000)
-    assert path.suffix in AUDIO_EXTENSIONS  # so folders list them
+    assert path.suffix in MEDIA_EXTENSIONS  # so folders list them
     audio = decode(path)
     assert (audio.source_rate, audio.channels, audio.sample_rate) == (48000, 2, 22050)
     assert abs(audio.duration_s - 1.5) < 0.08  # AAC's encoder delay and padding, as for MP3
@@ -101,6 +101,51 @@ def test_what_libsndfile_cannot_open_ffmpeg_decodes(tmp_path: Path, name: str, c
     chunks = list(decode_chunks(path.read_bytes(), 22050, chunk_samples=8000))
     assert [len(c.samples) for c in chunks[:-1]] == [8000] * (len(chunks) - 1) and chunks[-1].last
     np.testing.assert_array_equal(np.concatenate([c.samples for c in chunks]), audio.samples)
+
+
+def _write_video(path: Path, audio_codec: str | None, data: np.ndarray, rate: int) -> Path:
+    """A video file: 2 s of MPEG-4 video, and ``data`` [shape=(n,)] in one ``audio_codec`` stream
+    (none when None), as a broadcaster's or a phone's files hold their sound."""
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("mpeg4", rate=25)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        sound = out.add_stream(audio_codec, rate=rate, layout="mono") if audio_codec else None
+        assert sound is None or isinstance(sound, av.AudioStream)
+        if sound is not None and audio_codec == "aac":
+            sound.bit_rate = 256_000  # FFmpeg's default AAC rate for mono overshoots a 0.5 sine to 0.84
+        for i in range(50):
+            picture = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 5, np.uint8), format="rgb24")
+            for packet in video.encode(picture):
+                out.mux(packet)
+        for packet in video.encode(None):
+            out.mux(packet)
+        if sound is not None:
+            for start in range(0, len(data), 1024):
+                frame = av.AudioFrame.from_ndarray(
+                    np.ascontiguousarray(data[None, start : start + 1024]), format="flt", layout="mono"
+                )
+                frame.sample_rate, frame.pts = rate, start
+                for packet in sound.encode(frame):
+                    out.mux(packet)
+            for packet in sound.encode(None):
+                out.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize(("name", "codec"), [("clip.mp4", "aac"), ("clip.mov", "alac"), ("clip.mkv", "flac")])
+def test_the_sound_of_a_video_file_is_decoded(tmp_path: Path, name: str, codec: str) -> None:
+    path = _write_video(tmp_path / name, codec, sine(440.0, 2.0, 48000), 48000)
+    assert path.suffix in MEDIA_EXTENSIONS  # so folders list them
+    audio = decode(path)
+    assert (audio.source_rate, audio.channels) == (48000, 1)
+    assert abs(audio.duration_s - 2.0) < 0.08
+    assert abs(_dominant_hz(audio.samples, 22050) - 440.0) < 3.0
+    assert np.abs(audio.samples[2000:-2000]).max() == pytest.approx(0.5, abs=0.02)
+
+
+def test_a_video_file_without_sound_says_so(tmp_path: Path) -> None:
+    with pytest.raises(DecodeError, match=r"not a readable audio file \(no audio stream in it\)"):
+        decode(_write_video(tmp_path / "silent.mp4", None, np.zeros(0, np.float32), 48000))
 
 
 def test_a_truncated_aac_stream_keeps_what_decodes(tmp_path: Path) -> None:

@@ -25,14 +25,19 @@ def test_folder_per_label(tmp_path: Path) -> None:
     (tmp_path / "theremin" / "._c.ogg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
     write_audio(tmp_path / "__MACOSX" / "theremin" / "d.wav", sine(440, 0.2), 22050)
     write_audio(tmp_path / ".trash" / "e.wav", sine(440, 0.2), 22050)
+    # A label's recordings kept elsewhere and linked in count; a link back up the tree adds nothing.
+    write_audio(tmp_path.parent / f"{tmp_path.name}-elsewhere" / "f.mp4", sine(440, 0.2), 22050, format="WAV")
+    (tmp_path / "theremin" / "linked").symlink_to(tmp_path.parent / f"{tmp_path.name}-elsewhere")
+    (tmp_path / "kazoo" / "deep" / "up").symlink_to(tmp_path / "kazoo")
     assert detect_layout(tmp_path) == "folder"
     files = load_dataset(tmp_path)
     assert sorted((Path(f.path).name, f.label) for f in files) == [
         ("a.wav", "kazoo"),
         ("b.flac", "kazoo"),
         ("c.ogg", "theremin"),
+        ("f.mp4", "theremin"),  # a video file's sound, as tag reads it
     ]
-    assert [f.label for f in load_dataset(tmp_path, labels=("theremin",))] == ["theremin"]
+    assert [f.label for f in load_dataset(tmp_path, labels=("theremin",))] == ["theremin"] * 2
 
 
 def test_irmas_codes_map_to_taxonomy(tmp_path: Path) -> None:

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mirbatch.audio import AUDIO_EXTENSIONS
-from mirbatch.sources import is_hidden
+from mirbatch.audio import MEDIA_EXTENSIONS
+from mirbatch.sources import is_hidden, walk
 
 __all__ = [
     "IRMAS_LABELS",
@@ -71,11 +71,8 @@ class LabelledFile:
 
 
 def _audio_files(folder: Path) -> list[Path]:
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS and not is_hidden(p.relative_to(folder).as_posix())
-    )
+    """Audio files under ``folder``, walked as ``tag`` walks a source (archives are not opened)."""
+    return sorted(walk(folder, lambda name: Path(name).suffix.lower() in MEDIA_EXTENSIONS))
 
 
 def _keep(label: str, labels: tuple[str, ...] | None) -> bool:
