@@ -12,7 +12,7 @@ from typing import Any
 import pyarrow as pa
 
 from mirbatch.audio import DecodeError, decode_chunks
-from mirbatch.sources import S3Options, open_record
+from mirbatch.sources import S3Options, is_archive, open_record, split_member
 
 __all__ = ["DECODED_SCHEMA", "decode_batch"]
 
@@ -46,6 +46,11 @@ def decode_batch(batch: pa.Table, sample_rate: int, chunk_s: float, s3: S3Option
     for rec in batch.to_pylist():
         base = {"file_id": rec["file_id"], "path": rec["path"], "size": rec["size"]}
         index = 0
+        _, member = split_member(rec["uri"])
+        if member is not None and is_archive(member):
+            reason = f"an archive inside an archive is not opened: extract {member} and tag it as a source of its own"
+            rows.append({**base, "chunk": 0, "n_chunks": 1, "offset_s": 0.0, "error": reason})
+            continue
         try:
             with open_record(rec, s3) as handle:
                 for chunk in decode_chunks(handle, sample_rate, chunk_len):

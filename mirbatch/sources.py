@@ -181,13 +181,14 @@ def _retry(action: Callable[[], T], what: str) -> T:
 
 
 def _members(archive_path: str, archive_uri: str, version: str, fs: Any, fs_path: str) -> Iterator[FileRecord]:
-    """Audio members of an archive (names only are read: the central directory or tar headers)."""
+    """Audio members of an archive (names only are read: the central directory or tar headers), and
+    archives inside it, which are not opened: they become inputs whose row says so."""
     try:
         with fs.open(fs_path, "rb") as f:
             if archive_uri.lower().endswith(".zip"):
                 with zipfile.ZipFile(f) as z:
                     for info in z.infolist():
-                        if not info.is_dir() and _is_audio(info.filename) and not is_hidden(info.filename):
+                        if not info.is_dir() and _walkable(info.filename) and not is_hidden(info.filename):
                             yield _record(
                                 f"{archive_path}{MEMBER_SEPARATOR}{info.filename}",
                                 f"{archive_uri}{MEMBER_SEPARATOR}{info.filename}",
@@ -198,7 +199,7 @@ def _members(archive_path: str, archive_uri: str, version: str, fs: Any, fs_path
             plain = archive_uri.lower().endswith(".tar")
             with tarfile.open(fileobj=f, mode="r:" if plain else "r:*") as t:
                 for m in t:
-                    if m.isfile() and _is_audio(m.name) and not is_hidden(m.name):
+                    if m.isfile() and _walkable(m.name) and not is_hidden(m.name):
                         yield _record(
                             # `tar czf a.tgz .` names members ./x.wav; the path shows x.wav.
                             f"{archive_path}{MEMBER_SEPARATOR}{m.name.removeprefix('./')}",

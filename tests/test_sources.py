@@ -217,3 +217,28 @@ def test_a_folder_that_cannot_be_listed_is_left_out_with_a_warning(
     records = list(list_sources([str(tree / "a")]))
     assert [Path(r.path).name for r in records] == ["one.wav"]
     assert f"cannot list folder {tree / 'a' / 'b'} (Permission denied): its files are left out" in caplog.text
+
+
+def test_an_archive_inside_an_archive_is_an_input_whose_row_says_to_extract_it(tmp_path: Path) -> None:
+    """Sample packs ship zips of zips: saying so beats leaving them out without a word."""
+    import tarfile
+    import zipfile
+
+    import pyarrow as pa
+
+    from mirbatch.decoding import decode_batch
+
+    tone = write_audio(tmp_path / "tone.wav", sine(440, 0.5), 22050)
+    with zipfile.ZipFile(tmp_path / "inner.zip", "w") as z:
+        z.write(tone, "deep.wav")
+    with tarfile.open(tmp_path / "pack.tar.gz", "w:gz") as t:
+        t.add(tone, "a/tone.wav")
+        t.add(tmp_path / "inner.zip", "a/inner.zip")
+    records = list(list_sources([str(tmp_path / "pack.tar.gz")]))
+    assert [r.path.split("::")[1] for r in records] == ["a/tone.wav", "a/inner.zip"]
+    rows = pa.concat_tables(decode_batch(pa.Table.from_pylist([r.to_dict() for r in records]), 22050, 10.0))
+    errors = dict(zip(rows.column("path").to_pylist(), rows.column("error").to_pylist(), strict=True))
+    assert errors[records[0].path] is None
+    assert errors[records[1].path] == (
+        "an archive inside an archive is not opened: extract a/inner.zip and tag it as a source of its own"
+    )
