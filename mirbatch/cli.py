@@ -6,6 +6,8 @@ Exit status of ``tag``: 0 every input tagged; 3 some inputs failed (see the ``er
 
 from __future__ import annotations
 
+import csv
+import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -247,37 +249,98 @@ def tag(
     epilog=_example(
         "mirbatch show labels/\n"
         "mirbatch show labels/ --limit 0   # every row\n"
+        "mirbatch show labels/ --counts    # files and hours per label\n"
+        "mirbatch show labels/ --format csv --limit 0 > labels.csv\n"
         "mirbatch show s3://bucket/labels/ --s3-endpoint http://127.0.0.1:9000"
     )
 )
 @click.argument("out", metavar="OUT")
 @click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True, help="Rows to print; 0: all.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "jsonl"]),
+    default="table",
+    show_default=True,
+    help="table: for reading; csv or jsonl (a JSON object per line): for a catalogue or a spreadsheet, "
+    "with top labels and scores, duration and error.",
+)
+@click.option("--counts", is_flag=True, help="Instead of rows: files, hours and mean confidence per label, and errors.")
 @s3_endpoint_option
-def show(out: str, limit: int, s3_endpoint: str | None) -> None:
-    """Print the labels of a tag output dataset (a folder or s3:// prefix) as a table."""
+def show(out: str, limit: int, fmt: str, counts: bool, s3_endpoint: str | None) -> None:
+    """Print the labels of a tag output dataset (a folder or s3:// prefix): a row per file, or the
+    count per label."""
     from mirbatch.output import read_output
     from mirbatch.sources import S3Options
 
+    columns = ["path", "status", "label", "confidence", "top_labels", "top_scores", "duration_s", "error"]
     try:
         with _s3_errors():
-            table, committed = read_output(
-                out, ["path", "status", "label", "confidence", "error"], S3Options.resolve(s3_endpoint)
-            )
+            table, committed = read_output(out, columns, S3Options.resolve(s3_endpoint))
     except (FileNotFoundError, PermissionError) as exc:
         raise click.ClickException(str(exc)) from exc
     if not committed:
         click.echo(f"{out}: its last run did not finish; rerun the same tag command to resume it", err=True)
     rows = sorted(table.to_pylist(), key=lambda r: r["path"])
+    for r in rows:  # float32 scores: 4 decimals say all they hold
+        r["confidence"] = None if r["confidence"] is None else round(r["confidence"], 4)
+        r["top_scores"] = [round(x, 4) for x in r["top_scores"] or []]
+    if counts:
+        _echo_counts(rows, fmt)
+        return
     shown = rows if limit == 0 else rows[:limit]
-    width = max([len("path"), *(len(r["path"]) for r in shown)])
-    click.echo(f"{'path':<{width}}  {'label':<16} confidence")
-    for r in shown:
-        if r["status"] == "ok":
-            click.echo(f"{r['path']:<{width}}  {r['label']:<16} {r['confidence']:.3f}")
-        else:
-            click.echo(f"{r['path']:<{width}}  {'(error)':<16} {r['error']}")
+    if fmt == "jsonl":
+        for r in shown:
+            click.echo(json.dumps(r, ensure_ascii=False))
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        for r in shown:
+            listed = {
+                k: ";".join(map(str, r[k])) if isinstance(r[k], list) else r[k] for k in ("top_labels", "top_scores")
+            }
+            writer.writerow([{**r, **listed}[c] for c in columns])
+    else:
+        width = max([len("path"), *(len(r["path"]) for r in shown)])
+        click.echo(f"{'path':<{width}}  {'label':<16} confidence")
+        for r in shown:
+            if r["status"] == "ok":
+                click.echo(f"{r['path']:<{width}}  {r['label']:<16} {r['confidence']:.3f}")
+            else:
+                click.echo(f"{r['path']:<{width}}  {'(error)':<16} {r['error']}")
     if len(shown) < len(rows):
-        click.echo(f"... {len(rows) - len(shown)} more rows")
+        click.echo(f"... {len(rows) - len(shown)} more rows (--limit 0: all)", err=fmt != "table")
+
+
+def _echo_counts(rows: list[dict[str, Any]], fmt: str) -> None:
+    """Files, hours of audio and mean confidence per label (most files first), then the errors."""
+    by_label: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_label.setdefault(r["label"] if r["status"] == "ok" else "(error)", []).append(r)
+    stats: list[dict[str, Any]] = [
+        {
+            "label": label,
+            "files": len(group),
+            "hours": round(sum(r["duration_s"] or 0.0 for r in group) / 3600, 4),
+            "mean_confidence": None
+            if label == "(error)"
+            else round(sum(r["confidence"] for r in group) / len(group), 4),
+        }
+        for label, group in sorted(by_label.items(), key=lambda item: (item[0] == "(error)", -len(item[1]), item[0]))
+    ]
+    if fmt == "jsonl":
+        for stat in stats:
+            click.echo(json.dumps(stat))
+    elif fmt == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(stats[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(stats)
+    else:
+        click.echo(f"{'label':<16} {'files':>8} {'hours':>9}  mean confidence")
+        for stat in stats:
+            confidence = "" if stat["mean_confidence"] is None else f"{stat['mean_confidence']:.3f}"
+            click.echo(f"{stat['label']:<16} {stat['files']:>8} {stat['hours']:>9.3f}  {confidence}")
+        click.echo(f"{'(all)':<16} {len(rows):>8} {sum(s['hours'] for s in stats):>9.3f}")
 
 
 @main.command(

@@ -101,3 +101,48 @@ def test_an_output_folder_that_cannot_be_made_is_a_clear_error(tmp_path: Path) -
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(OSError, match=f"cannot create the output folder {tmp_path / 'file' / 'labels'}: "):
         ResultWriter(tmp_path / "file" / "labels")
+
+
+def test_show_prints_rows_as_a_table_csv_or_json_lines_and_counts_per_label(tmp_path: Path) -> None:
+    import csv
+    import io
+
+    from click.testing import CliRunner
+
+    from mirbatch.cli import main
+
+    out = tmp_path / "labels"
+    writer = ResultWriter(out)
+    rows = [_row(0), {**_row(1), "label": "organ", "confidence": 0.5, "duration_s": 3600.0}, _row(2, "error"), _row(3)]
+    writer.extend(rows)
+    writer.commit({})
+
+    def show(*args: str) -> str:
+        result = CliRunner().invoke(main, ["show", str(out), *args])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    table = show("--limit", "2")
+    assert table.splitlines()[1].split() == ["f0.wav", "piano", "0.900"] and "... 2 more rows" in table
+    records = list(csv.DictReader(io.StringIO(show("--format", "csv", "--limit", "0"))))
+    assert [r["path"] for r in records] == ["f0.wav", "f1.wav", "f2.wav", "f3.wav"]
+    assert records[0]["top_labels"] == "piano;organ" and records[0]["top_scores"] == "0.9;0.05"
+    assert records[2]["status"] == "error" and records[2]["error"] == "not a readable audio file"
+    lines = [json.loads(line) for line in show("--format", "jsonl", "--limit", "0").splitlines()]
+    assert lines[1] == {
+        "path": "f1.wav",
+        "status": "ok",
+        "label": "organ",
+        "confidence": 0.5,
+        "top_labels": ["piano", "organ"],
+        "top_scores": [0.9, 0.05],
+        "duration_s": 3600.0,
+        "error": None,
+    }
+    counts = [json.loads(line) for line in show("--counts", "--format", "jsonl").splitlines()]
+    assert counts == [
+        {"label": "piano", "files": 2, "hours": 0.0006, "mean_confidence": 0.9},
+        {"label": "organ", "files": 1, "hours": 1.0, "mean_confidence": 0.5},
+        {"label": "(error)", "files": 1, "hours": 0.0, "mean_confidence": None},
+    ]
+    assert show("--counts").splitlines()[-1].split() == ["(all)", "4", "1.001"]
