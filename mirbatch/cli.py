@@ -19,12 +19,13 @@ import click
 
 from mirbatch.aggregate import AGGREGATIONS, DEFAULT_AGGREGATION
 from mirbatch.precision import PRECISIONS, TRAINING_PRECISIONS
-from mirbatch.wording import counted
+from mirbatch.wording import counted, duration
 
-__all__ = ["main", "EXIT_PARTIAL", "EXIT_ALL_FAILED"]
+__all__ = ["main", "EXIT_PARTIAL", "EXIT_ALL_FAILED", "EXIT_INTERRUPTED"]
 
 EXIT_PARTIAL = 3
 EXIT_ALL_FAILED = 4
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -185,7 +186,7 @@ def tag(
 
     Reruns with the same --out resume: files already in the dataset are skipped.
     """
-    from mirbatch.pipeline import TagConfig, TagSummary, run_tag
+    from mirbatch.pipeline import TagConfig, TagInterrupted, TagSummary, run_tag
 
     config = TagConfig(
         sources=sources,
@@ -207,6 +208,7 @@ def tag(
         part_seconds=part_seconds,
     )
     tty = sys.stderr.isatty()
+    fresh_line = "\n" if tty else ""  # a message after the progress line, which a tty keeps rewriting
 
     def progress(s: TagSummary, todo: int) -> None:
         done = s.files_ok + s.files_error
@@ -214,11 +216,24 @@ def tag(
             f"tagged {done}/{todo} files ({counted(s.files_error, 'error')}), "
             f"{s.audio_s / 3600:.3f} h of audio, {s.throughput:.1f} audio-s/s"
         )
-        click.echo(f"\r{line}" if tty else line, err=True, nl=not tty)
+        # Files per second since the first result (start-up excluded) say how long the rest takes.
+        if s.first_row_s is not None and 1 < done < todo and s.wall_s > s.first_row_s:
+            line += f", about {duration((todo - done) * (s.wall_s - s.first_row_s) / (done - 1))} left"
+        click.echo(f"\r{line}   " if tty else line, err=True, nl=not tty)
 
     try:
         with _s3_errors():
             summary = run_tag(config, progress=progress)
+    except TagInterrupted as exc:
+        done = counted(exc.summary.files_ok + exc.summary.files_error, "file")
+        click.echo(
+            f"{fresh_line}interrupted: {done} of this run written to {out}; rerun the same command to resume",
+            err=True,
+        )
+        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt:
+        click.echo(f"{fresh_line}interrupted before any file was tagged", err=True)
+        sys.exit(EXIT_INTERRUPTED)
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     except Exception as exc:  # the library's typed errors (source, checkpoint) carry user-facing text

@@ -14,12 +14,15 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -46,6 +49,7 @@ from mirbatch.wording import counted
 __all__ = [
     "TagConfig",
     "TagSummary",
+    "TagInterrupted",
     "ScoreActor",
     "FileAssembler",
     "default_token_notice_dropped",
@@ -376,6 +380,34 @@ class FileAssembler:
         }
 
 
+class TagInterrupted(Exception):
+    """A tag run stopped by Ctrl-C (or SIGTERM, which the CLI turns into it) after writing every
+    file it had finished; ``summary`` counts them. The same command resumes after them."""
+
+    def __init__(self, summary: TagSummary) -> None:
+        super().__init__(f"interrupted after {counted(summary.files_ok + summary.files_error, 'file')}")
+        self.summary = summary
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``jobs stop``, a pod evicted, ``kill``) stops a run as Ctrl-C does, so that the files it
+    finished are written first. Entered once Ray runs: its core worker installs a handler of its own
+    at start-up that ends the process where it stands, as Python's default would."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread takes signals
+        yield
+        return
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
     """Fail fast where nothing answers at ``address`` (``HOST:PORT``, ``ray://HOST:PORT``): Ray itself
     retries an unreachable head for ever, logging a warning every 30 s. ``auto`` is left to Ray."""
@@ -587,27 +619,33 @@ def run_tag(config: TagConfig, progress: Callable[[TagSummary, int], None] | Non
         )
         written: set[str] = set()
         last_report = 0.0
-        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-            for chunk in batch.to_pylist():
-                row = assembler.add(chunk)
-                if row is None or row["file_id"] in written:
-                    continue
-                written.add(row["file_id"])
-                writer.add(row)
-                if row["status"] == "ok":
-                    summary.files_ok += 1
-                    summary.audio_s += row["duration_s"]
-                else:
-                    summary.files_error += 1
-                    summary.errors.append((row["path"], row["error"]))
-                if summary.first_row_s is None:
-                    summary.first_row_s = time.perf_counter() - started
-                    summary.first_row_audio_s = summary.audio_s
-            now = time.perf_counter()
-            summary.wall_s = now - started
-            if progress and now - last_report > 1.0 and summary.files_ok + summary.files_error < manifest.todo:
-                progress(summary, manifest.todo)
-                last_report = now
+        try:
+            with _sigterm_as_interrupt():
+                for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+                    for chunk in batch.to_pylist():
+                        row = assembler.add(chunk)
+                        if row is None or row["file_id"] in written:
+                            continue
+                        written.add(row["file_id"])
+                        writer.add(row)
+                        if row["status"] == "ok":
+                            summary.files_ok += 1
+                            summary.audio_s += row["duration_s"]
+                        else:
+                            summary.files_error += 1
+                            summary.errors.append((row["path"], row["error"]))
+                        if summary.first_row_s is None:
+                            summary.first_row_s = time.perf_counter() - started
+                            summary.first_row_audio_s = summary.audio_s
+                    now = time.perf_counter()
+                    summary.wall_s = now - started
+                    if progress and now - last_report > 1.0 and summary.files_ok + summary.files_error < manifest.todo:
+                        progress(summary, manifest.todo)
+                        last_report = now
+        except KeyboardInterrupt:
+            writer.flush()  # every finished file's row: the rerun resumes after them
+            summary.wall_s = time.perf_counter() - started
+            raise TagInterrupted(summary) from None
         if assembler.pending:
             lost = counted(assembler.pending, "file")
             raise RuntimeError(f"{lost} lost chunks in the pipeline; rerun to resume them")

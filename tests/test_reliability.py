@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from conftest import SR, sine, write_audio
 
 from mirbatch.aggregate import UNKNOWN
-from mirbatch.cli import EXIT_PARTIAL, main
+from mirbatch.cli import EXIT_INTERRUPTED, EXIT_PARTIAL, main
 from mirbatch.taxonomy import DEFAULT_LABELS
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -172,6 +172,35 @@ def test_a_killed_driver_and_a_rerun_end_with_every_input_once(tmp_path: Path, c
     # --no-resume starts over cleanly: the same inputs, once each, all from the new run.
     fresh = subprocess.run([*_command(source, out), "--no-resume"], env=cluster_env, capture_output=True, text=True)
     assert fresh.returncode == 0 and "0 already done" in fresh.stdout
+    assert len(_exactly_once(out, source)) == 300
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_writes_every_finished_file_then_the_rerun_resumes(
+    tmp_path: Path, cluster_env: dict[str, str], stop: signal.Signals
+) -> None:
+    """Ctrl-C, ``jobs stop`` or an evicted pod: the files finished so far are kept, though no part
+    was due for ten minutes (before, they were lost, and SIGTERM ended the process where it stood)."""
+    source = _audio_folder(tmp_path / "audio", 300)
+    out = tmp_path / "labels"
+    command = [*_command(source, out), "--part-seconds", "600"]
+    process = subprocess.Popen(command, env=cluster_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    for line in process.stderr:  # progress lines, about one a second
+        if line.startswith("tagged ") and not line.startswith("tagged 0/"):
+            break
+    assert process.poll() is None, "the run ended before it could be stopped"
+    process.send_signal(stop)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == EXIT_INTERRUPTED, stderr[-2000:]
+    assert not (out / "_SUCCESS").exists()
+    kept = len(pd.read_parquet(out))
+    assert 0 < kept < 300
+    assert f"interrupted: {kept} files of this run written to {out}; rerun the same command to resume" in stderr
+    rerun = subprocess.run(_command(source, out), env=cluster_env, capture_output=True, text=True, check=False)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"{kept} already done" in rerun.stdout
     assert len(_exactly_once(out, source)) == 300
 
 
