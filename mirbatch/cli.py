@@ -564,7 +564,7 @@ def train(
     from mirbatch.augment import AugmentConfig
     from mirbatch.models import CheckpointError, read_checkpoint_meta
     from mirbatch.sources import S3Options
-    from mirbatch.training import TrainConfig, default_features
+    from mirbatch.training import TrainConfig, TrainingInterrupted, default_features
     from mirbatch.training import train as run_training
 
     try:
@@ -614,6 +614,9 @@ def train(
                 log_line=click.echo,
                 s3=S3Options.resolve(s3_endpoint),
             )
+    except TrainingInterrupted as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(EXIT_INTERRUPTED)
     except (ValueError, FileNotFoundError, ConnectionError, RuntimeError, CheckpointError) as exc:
         raise click.ClickException(f"--init: {exc}" if isinstance(exc, CheckpointError) else str(exc)) from exc
     from mirbatch.plots import plot_training_curves

@@ -56,6 +56,7 @@ __all__ = [
     "ensure_ray",
     "check_local_resources",
     "run_tag",
+    "sigterm_as_interrupt",
 ]
 
 log = logging.getLogger(__name__)
@@ -390,10 +391,11 @@ class TagInterrupted(Exception):
 
 
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (``jobs stop``, a pod evicted, ``kill``) stops a run as Ctrl-C does, so that the files it
-    finished are written first. Entered once Ray runs: its core worker installs a handler of its own
-    at start-up that ends the process where it stands, as Python's default would."""
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``jobs stop``, a pod evicted, ``kill``) stops a run as Ctrl-C does: a ``KeyboardInterrupt``,
+    so that what the run finished is kept and the user is told how to go on. Entered once Ray runs:
+    its core worker installs a handler of its own at start-up that ends the process where it stands,
+    as Python's default would."""
     if threading.current_thread() is not threading.main_thread():  # only the main thread takes signals
         yield
         return
@@ -620,7 +622,7 @@ def run_tag(config: TagConfig, progress: Callable[[TagSummary, int], None] | Non
         written: set[str] = set()
         last_report = 0.0
         try:
-            with _sigterm_as_interrupt():
+            with sigterm_as_interrupt():
                 for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
                     for chunk in batch.to_pylist():
                         row = assembler.add(chunk)

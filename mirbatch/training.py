@@ -91,6 +91,7 @@ __all__ = [
     "MatcherWithAux",
     "RunStorage",
     "TrainConfig",
+    "TrainingInterrupted",
     "augment_patches",
     "classifier_loss",
     "build_cache",
@@ -148,6 +149,18 @@ def scheduled_lr(base: float, schedule: str, step: int, total_steps: int) -> flo
     if schedule == "constant":
         return base
     return base * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(1, total_steps)))
+
+
+class TrainingInterrupted(Exception):
+    """A training run stopped by Ctrl-C or SIGTERM; the epochs it finished are checkpointed in
+    ``run_uri``, and the same command with ``--resume`` continues from the newest."""
+
+    def __init__(self, run_uri: str) -> None:
+        super().__init__(
+            f"interrupted: the finished epochs' checkpoints are in {run_uri}; "
+            "rerun the same command with --resume to continue"
+        )
+        self.run_uri = run_uri
 
 
 @dataclass(frozen=True)
@@ -1053,7 +1066,7 @@ def train(
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from mirbatch.pipeline import check_local_resources, ensure_ray
+    from mirbatch.pipeline import check_local_resources, ensure_ray, sigterm_as_interrupt
 
     try:  # before training, not after: the checkpoint must have somewhere to go
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -1149,7 +1162,12 @@ def train(
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
         ),
     )
-    result = trainer.fit()
+    try:
+        with sigterm_as_interrupt():
+            result = trainer.fit()
+    except (KeyboardInterrupt, SystemExit):
+        # Ctrl-C: Ray Train's own handler aborts the run and exits; SIGTERM: a KeyboardInterrupt.
+        raise TrainingInterrupted(run_uri) from None
     if result.error:
         raise RuntimeError(f"training failed: {result.error}")
     assert result.checkpoint is not None

@@ -19,7 +19,7 @@ import torch
 from click.testing import CliRunner
 
 from mirbatch.augment import AugmentConfig
-from mirbatch.cli import main
+from mirbatch.cli import EXIT_INTERRUPTED, main
 from mirbatch.datasets.layouts import LabelledFile
 from mirbatch.datasets.render import RenderConfig, render_dataset
 from mirbatch.models import build_model, count_parameters, load_checkpoint
@@ -278,13 +278,18 @@ def test_the_command_shows_each_epoch_once(small_data: Path, tmp_path: Path, clu
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
 def test_interrupted_run_resumes_from_its_checkpoint(
-    small_data: Path, tmp_path: Path, cluster_env: dict[str, str]
+    small_data: Path, tmp_path: Path, cluster_env: dict[str, str], stop: signal.Signals
 ) -> None:
+    """A killed driver, Ctrl-C, or SIGTERM (``jobs stop``, an evicted pod): ``--resume`` goes on from
+    the last finished epoch; the last two also say so and exit 130 (before: 1 without a word)."""
     storage = tmp_path / "runs"
     out = tmp_path / "resumed.safetensors"
     command = _train_command(small_data, out, storage, "--epochs", "40", "--patience", "40")
-    process = subprocess.Popen(command, env=cluster_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "stderr.log"
+    with log.open("w") as stderr:
+        process = subprocess.Popen(command, env=cluster_env, stdout=subprocess.DEVNULL, stderr=stderr)
     run_dir = storage / "resumed"
     deadline = time.time() + 240
     while (
@@ -293,9 +298,15 @@ def test_interrupted_run_resumes_from_its_checkpoint(
         and process.poll() is None
     ):
         time.sleep(0.5)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    process.send_signal(stop)
+    process.wait(timeout=120)
     assert not out.exists(), "the run finished before it could be interrupted"
+    if stop != signal.SIGKILL:
+        assert process.returncode == EXIT_INTERRUPTED
+        assert (
+            f"interrupted: the finished epochs' checkpoints are in {storage / 'resumed'}; rerun the same command "
+            "with --resume to continue" in log.read_text()
+        )
     complete = [p for p in run_dir.glob("attempt-*/checkpoint_*/state.json") if len(list(p.parent.iterdir())) == 4]
     states = [json.loads(p.read_text()) for p in complete]
     assert states, "no checkpoint was written before the kill"
