@@ -110,11 +110,21 @@ def main() -> None:
         "mirbatch tag 'archive/**/*.flac' --out labels/ --workers 2\n"
         "mirbatch tag archive/ --out labels/ --unknown-threshold 0.7   # 'unknown' where less sure\n"
         "mirbatch tag archive/ --out matched/ --mode match --support my-instruments/\n"
-        "mirbatch tag s3://bucket/audio/ bundle.zip --out s3://bucket/labels/ --s3-endpoint http://127.0.0.1:9000"
+        "mirbatch tag s3://bucket/audio/ bundle.zip --out s3://bucket/labels/ --s3-endpoint http://127.0.0.1:9000\n"
+        "mirbatch tag --files-from catalogue-export.txt --out labels/   # one path or s3:// URI per line"
     )
 )
-@click.argument("sources", nargs=-1, required=True)
+@click.argument("sources", nargs=-1)
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Output Parquet dataset folder.")
+@click.option(
+    "--files-from",
+    metavar="LIST",
+    default=None,
+    help="Also tag the sources listed in LIST, one per line (a file, folder, glob, s3:// URI or archive, "
+    "as SOURCE; relative to here): a local file, an s3:// object, or - for standard input. Blank lines and "
+    "lines starting with # are skipped. A listed file that is not there gets an error row instead of "
+    "stopping the run.",
+)
 @click.option(
     "--mode",
     type=click.Choice(["classify", "match"]),
@@ -166,6 +176,7 @@ def main() -> None:
 def tag(
     sources: tuple[str, ...],
     out: str,
+    files_from: str | None,
     mode: str,
     model: str | None,
     support: str | None,
@@ -182,15 +193,19 @@ def tag(
     part_seconds: float,
     s3_endpoint: str | None,
 ) -> None:
-    """Tag SOURCE... (files, folders, globs, s3:// prefixes, zip/tar archives) into a Parquet dataset.
+    """Tag SOURCE... (files, folders, globs, s3:// prefixes, zip/tar archives), and those listed in
+    --files-from, into a Parquet dataset.
 
     Reruns with the same --out resume: files already in the dataset are skipped.
     """
     from mirbatch.pipeline import TagConfig, TagInterrupted, TagSummary, run_tag
 
+    if not sources and files_from is None:
+        raise click.UsageError("name at least one SOURCE, or a list of them with --files-from")
     config = TagConfig(
         sources=sources,
         out=out,
+        files_from=files_from,
         mode=mode,
         model=model,
         support=support,

@@ -77,6 +77,7 @@ class TagConfig:
 
     sources: tuple[str, ...]
     out: str
+    files_from: str | None = None  # a source list: one source per line (``sources.read_source_list``)
     mode: str = "classify"
     model: str | None = None
     support: str | None = None
@@ -570,7 +571,9 @@ def run_tag(config: TagConfig, progress: Callable[[TagSummary, int], None] | Non
     if not config.resume:
         reset_output(out, s3)
     done = completed_file_ids(out, s3)
-    manifest = write_manifest(list_sources(config.sources, s3), done, lambda: ensure_ray(config.address))
+    manifest = write_manifest(
+        list_sources(config.sources, s3, config.files_from), done, lambda: ensure_ray(config.address)
+    )
     if manifest.todo:
         asked = f"--gpus-per-worker {config.gpus_per_worker:g} with --workers {config.workers}"
         check_local_resources({"GPU": config.gpus_per_worker * config.workers}, config.address, asked)

@@ -23,6 +23,7 @@ import hashlib
 import io
 import logging
 import os
+import sys
 import tarfile
 import time
 import zipfile
@@ -46,6 +47,7 @@ __all__ = [
     "list_sources",
     "make_file_id",
     "read_bytes",
+    "read_source_list",
     "open_record",
     "record_bytes",
     "split_member",
@@ -371,27 +373,87 @@ def _list_s3(source: str, s3: S3Options) -> Iterator[FileRecord]:
             yield from _s3_entry(fs, key, info)
 
 
-def list_sources(sources: Iterable[str], s3: S3Options | None = None) -> Iterator[FileRecord]:
-    """Records of every input in ``sources``, each once even when listed by two sources (lazily:
-    a source is listed only as the stream reaches it)."""
+def read_source_list(location: str, s3: S3Options | None = None) -> Iterator[tuple[int, str]]:
+    """(line number, source) for each line of the list at ``location`` (a local file, an ``s3://``
+    object, or ``-`` for standard input), read lazily: blank lines and lines starting with ``#`` are
+    skipped, and nothing but the line break is cut (names may end in spaces)."""
+    try:
+        if location == "-":
+            lines: Iterable[str] = sys.stdin
+            yield from _source_lines(lines)
+            return
+        fs, path = filesystem(location, s3)
+        with fs.open(path, "rt", encoding="utf-8") as f:
+            yield from _source_lines(f)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SourceError(f"cannot read the source list {location}: {exc}") from None
+
+
+def _source_lines(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
+    for number, line in enumerate(lines, 1):
+        entry = line.rstrip("\r\n")
+        if entry.strip() and not entry.lstrip().startswith("#"):
+            yield number, entry
+
+
+def _exists(source: str, s3: S3Options | None) -> bool:
+    if source.startswith("s3://"):
+        fs, path = filesystem(source, s3)
+        return bool(fs.exists(path))
+    return os.path.lexists(source.removeprefix("file://"))
+
+
+def _missing(source: str) -> FileRecord:
+    """An input named in a source list that is not there: one row, whose read says so."""
+    uri = source if source.startswith("s3://") else str(Path(source.removeprefix("file://")).absolute())
+    return _record(source, uri, 0, "missing")
+
+
+def _list_one(source: str, s3: S3Options | None) -> Iterator[FileRecord]:
+    if source.startswith("s3://"):
+        records = _list_s3(source, s3 or S3Options.resolve())
+    elif "://" in source and not source.startswith("file://"):
+        scheme = source.split("://", 1)[0]
+        raise SourceError(f"unsupported source scheme {scheme!r} in {source!r}; use a local path, glob or s3://")
+    else:
+        records = _list_local(source)
+    listed = False
+    for record in records:
+        listed = True
+        yield record
+    if not listed:  # a folder, prefix or archive with no audio in it: most likely the wrong one
+        kinds = ", ".join(sorted({*MEDIA_EXTENSIONS, *ARCHIVE_SUFFIXES}))
+        raise SourceError(f"no audio files in {source!r} (looked for {kinds})")
+
+
+def _listed_in(location: str, s3: S3Options | None) -> Iterator[FileRecord]:
+    """The inputs of the source list at ``location``. One that is not there is an input too (a
+    catalogue's list outlives some of its files): its row says so, where a source on the command
+    line would stop the run."""
+    for number, source in read_source_list(location, s3):
+        try:
+            yield from _list_one(source, s3)
+        except SourceError as exc:
+            if glob.has_magic(source) or _exists(source, s3):
+                raise SourceError(f"{location} line {number}: {exc}") from None
+            yield _missing(source)
+
+
+def list_sources(
+    sources: Iterable[str], s3: S3Options | None = None, files_from: str | None = None
+) -> Iterator[FileRecord]:
+    """Records of every input in ``sources``, then in the source list ``files_from`` (see
+    ``read_source_list``), each once even when listed twice (lazily: a source is listed only as the
+    stream reaches it)."""
     seen: set[str] = set()
-    for source in sources:
-        if source.startswith("s3://"):
-            records = _list_s3(source, s3 or S3Options.resolve())
-        elif "://" in source and not source.startswith("file://"):
-            scheme = source.split("://", 1)[0]
-            raise SourceError(f"unsupported source scheme {scheme!r} in {source!r}; use a local path, glob or s3://")
-        else:
-            records = _list_local(source)
-        listed = False
+    listings = [_list_one(source, s3) for source in sources]  # generators: nothing is listed yet
+    if files_from is not None:
+        listings.append(_listed_in(files_from, s3))
+    for records in listings:
         for record in records:
-            listed = True
             if record.uri not in seen:
                 seen.add(record.uri)
                 yield record
-        if not listed:  # a folder, prefix or archive with no audio in it: most likely the wrong one
-            kinds = ", ".join(sorted({*MEDIA_EXTENSIONS, *ARCHIVE_SUFFIXES}))
-            raise SourceError(f"no audio files in {source!r} (looked for {kinds})")
 
 
 # --- reading -------------------------------------------------------------------------------------

@@ -66,6 +66,21 @@ def test_listing_and_member_reads(s3_server: str, bucket: tuple[s3fs.S3FileSyste
     assert len({r.file_id for r in records}) == 20
 
 
+def test_a_source_list_on_s3_names_objects_and_a_missing_one_gets_a_row(
+    s3_server: str, bucket: tuple[s3fs.S3FileSystem, list[Path]]
+) -> None:
+    fs, clips = bucket
+    s3 = S3Options(s3_server)
+    loose = f"s3://archive/audio/{clips[0].parent.name}/{clips[0].name}"
+    fs.pipe_file(
+        "archive/lists/tonight.txt", f"{loose}\ns3://archive/bundles/set.zip\ns3://archive/gone.wav\n".encode()
+    )
+    records = list(list_sources([], s3, files_from="s3://archive/lists/tonight.txt"))
+    assert [r.path for r in records[:1] + records[-1:]] == [loose, "s3://archive/gone.wav"]
+    assert len(records) == 1 + 6 + 1 and records[-1].version == "missing"
+    assert read_bytes(records[0].uri, s3=s3) == clips[0].read_bytes()
+
+
 def test_tag_s3_prefix_to_s3_exactly_once(s3_server: str, bucket: tuple[s3fs.S3FileSystem, list[Path]]) -> None:
     fs, _ = bucket
     runner = CliRunner()

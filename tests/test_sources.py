@@ -242,3 +242,47 @@ def test_an_archive_inside_an_archive_is_an_input_whose_row_says_to_extract_it(t
     assert errors[records[1].path] == (
         "an archive inside an archive is not opened: extract a/inner.zip and tag it as a source of its own"
     )
+
+
+def test_a_source_list_names_inputs_one_per_line_and_a_missing_one_gets_a_row(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A catalogue's export outlives some of its files: one gone must not stop a million others."""
+    import io
+
+    import pyarrow as pa
+
+    from mirbatch.decoding import decode_batch
+
+    write_audio(tree / "trailing space .wav", sine(440, 0.2), 22050)
+    listing = tree / "list.txt"
+    listing.write_text(
+        "# exported from the catalogue\n"
+        f"{tree / 'a' / 'one.wav'}\n"
+        "\n"
+        "d\n"  # a folder, relative to the working folder
+        f"{tree / 'gone.wav'}\r\n"
+        f"{tree / 'trailing space .wav'}\n"
+        f"{tree / 'a' / 'one.wav'}\n"  # twice: one input
+    )
+    monkeypatch.chdir(tree)
+    records = list(list_sources([str(tree / "a" / "b")], files_from=str(listing)))
+    assert [r.path for r in records] == [
+        str(tree / "a" / "b" / "two.flac"),
+        str(tree / "a" / "b" / "c" / "three.MP3"),
+        str(tree / "a" / "one.wav"),
+        "d/four.ogg",
+        str(tree / "gone.wav"),
+        str(tree / "trailing space .wav"),
+    ]
+    gone = pa.Table.from_pylist([records[4].to_dict()])
+    (row,) = pa.concat_tables(decode_batch(gone, 22050, 10.0)).to_pylist()
+    assert row["error"] == f"cannot read file: [Errno 2] No such file or directory: '{tree / 'gone.wav'}'"
+    # Standard input, and a line that names nothing a glob or folder can hold: the run stops there.
+    monkeypatch.setattr("sys.stdin", io.StringIO("a/one.wav\nnothing/*.wav\n"))
+    listed = list_sources([], files_from="-")
+    assert next(listed).path == "a/one.wav"
+    with pytest.raises(SourceError, match=r"^- line 2: no files match 'nothing/\*\.wav'$"):
+        next(listed)
+    with pytest.raises(SourceError, match=r"cannot read the source list /no/such/list\.txt"):
+        list(list_sources([], files_from="/no/such/list.txt"))

@@ -154,3 +154,17 @@ def test_all_inputs_failing_is_its_own_exit_status(tmp_path: Path) -> None:
 def test_feature_mismatch_and_missing_source_are_usage_errors(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["tag", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")])
     assert result.exit_code == 1 and "does not exist" in result.output
+
+
+def test_files_from_tags_a_list_and_a_missing_file_gets_an_error_row(archive: Path, tmp_path: Path) -> None:
+    listed = sorted((archive / "piano").iterdir())[:3]
+    listing = tmp_path / "tonight.txt"
+    listing.write_text("".join(f"{p}\n" for p in listed) + f"{archive / 'piano' / 'gone.wav'}\n")
+    out = tmp_path / "labels"
+    code, output = _tag("--files-from", str(listing), "--out", str(out))
+    assert code == EXIT_PARTIAL, output
+    df = pd.read_parquet(out).set_index("path")
+    assert sorted(df.index) == sorted([*map(str, listed), str(archive / "piano" / "gone.wav")])
+    assert "No such file or directory" in df.loc[str(archive / "piano" / "gone.wav"), "error"]
+    code, output = _tag("--out", str(out))
+    assert code == 2 and "name at least one SOURCE, or a list of them with --files-from" in output
