@@ -13,13 +13,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from mirbatch.aggregate import AGGREGATIONS, DEFAULT_AGGREGATION
 from mirbatch.precision import PRECISIONS, TRAINING_PRECISIONS
 from mirbatch.wording import counted, duration
+
+if TYPE_CHECKING:
+    from mirbatch.pipeline import TagConfig
 
 __all__ = ["main", "EXIT_PARTIAL", "EXIT_ALL_FAILED", "EXIT_INTERRUPTED"]
 
@@ -163,6 +166,12 @@ def main() -> None:
 @precision_option(PRECISIONS, "Arithmetic of the model's forward (fp16 pays on GPUs only); scores move by about 0.01")
 @address_option
 @click.option("--no-resume", is_flag=True, help="Discard earlier output in --out and start over.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="List the sources and say how many inputs the run would tag and how many --out already holds; "
+    "load no model, start no Ray, write nothing.",
+)
 @click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True, help="Labels kept in top_labels.")
 @aggregate_option
 @click.option(
@@ -188,6 +197,7 @@ def tag(
     precision: str,
     address: str | None,
     no_resume: bool,
+    dry_run: bool,
     top_k: int,
     aggregation: str,
     part_seconds: float,
@@ -222,6 +232,9 @@ def tag(
         s3_endpoint=s3_endpoint,
         part_seconds=part_seconds,
     )
+    if dry_run:
+        _echo_plan(config)
+        return
     tty = sys.stderr.isatty()
     fresh_line = "\n" if tty else ""  # a message after the progress line, which a tty keeps rewriting
 
@@ -237,7 +250,7 @@ def tag(
         click.echo(f"\r{line}   " if tty else line, err=True, nl=not tty)
 
     try:
-        with _s3_errors():
+        with _s3_errors(), _tag_errors():
             summary = run_tag(config, progress=progress)
     except TagInterrupted as exc:
         done = counted(exc.summary.files_ok + exc.summary.files_error, "file")
@@ -249,12 +262,6 @@ def tag(
     except KeyboardInterrupt:
         click.echo(f"{fresh_line}interrupted before any file was tagged", err=True)
         sys.exit(EXIT_INTERRUPTED)
-    except (ValueError, OSError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    except Exception as exc:  # the library's typed errors (source, checkpoint) carry user-facing text
-        if type(exc).__module__.startswith("mirbatch"):
-            raise click.ClickException(str(exc)) from exc
-        raise
     if tty:
         click.echo(err=True)
     click.echo(
@@ -273,6 +280,33 @@ def tag(
         sys.exit(EXIT_ALL_FAILED)
     if summary.files_error:
         sys.exit(EXIT_PARTIAL)
+
+
+@contextmanager
+def _tag_errors() -> Iterator[None]:
+    """What stops a tag run before or while it lists its sources, as one line: bad values, I/O, and
+    the library's typed errors (sources, checkpoints), whose text is written for users."""
+    try:
+        yield
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    except Exception as exc:
+        if type(exc).__module__.startswith("mirbatch"):
+            raise click.ClickException(str(exc)) from exc
+        raise
+
+
+def _echo_plan(config: TagConfig) -> None:
+    """``tag --dry-run``: what the run would do."""
+    from mirbatch.pipeline import plan_tag
+
+    with _s3_errors(), _tag_errors():
+        plan = plan_tag(config)
+    click.echo(f"would tag {plan.todo} of {counted(plan.listed, 'input')} ({plan.done} already in {config.out})")
+    for path in plan.first_todo:
+        click.echo(f"  {path}")
+    if plan.todo > len(plan.first_todo):
+        click.echo(f"  ... and {plan.todo - len(plan.first_todo)} more")
 
 
 @main.command(

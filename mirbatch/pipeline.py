@@ -56,6 +56,8 @@ __all__ = [
     "ensure_ray",
     "check_local_resources",
     "run_tag",
+    "plan_tag",
+    "TagPlan",
     "sigterm_as_interrupt",
 ]
 
@@ -203,6 +205,35 @@ def write_manifest(records: Iterable[FileRecord], done: set[str], start_ray: Cal
             emit()
     emit()
     return Manifest(blocks, total, todo)
+
+
+@dataclass
+class TagPlan:
+    """What a ``tag`` run would do (``plan_tag``): inputs listed, those already in ``--out``, and the
+    first few of the rest."""
+
+    listed: int = 0
+    done: int = 0
+    first_todo: list[str] = field(default_factory=list)
+
+    @property
+    def todo(self) -> int:
+        return self.listed - self.done
+
+
+def plan_tag(config: TagConfig, show: int = 10) -> TagPlan:
+    """List ``config``'s sources and compare them with its output, as ``run_tag`` would, without
+    loading a model, starting Ray or touching the output (``--no-resume`` counts nothing as done)."""
+    s3 = S3Options.resolve(config.s3_endpoint)
+    done = completed_file_ids(config.out, s3) if config.resume else set()
+    plan = TagPlan()
+    for record in list_sources(config.sources, s3, config.files_from):
+        plan.listed += 1
+        if record.file_id in done:
+            plan.done += 1
+        elif len(plan.first_todo) < show:
+            plan.first_todo.append(record.path)
+    return plan
 
 
 class ScoreActor:
@@ -382,9 +413,10 @@ class FileAssembler:
         }
 
 
-class TagInterrupted(Exception):
-    """A tag run stopped by Ctrl-C (or SIGTERM, which the CLI turns into it) after writing every
-    file it had finished; ``summary`` counts them. The same command resumes after them."""
+class TagInterrupted(KeyboardInterrupt):
+    """A tag run stopped by Ctrl-C or SIGTERM after writing every file it had finished; ``summary``
+    counts them. The same command resumes after them. A ``KeyboardInterrupt``, so that handlers of
+    errors let it through."""
 
     def __init__(self, summary: TagSummary) -> None:
         super().__init__(f"interrupted after {counted(summary.files_ok + summary.files_error, 'file')}")

@@ -151,9 +151,10 @@ def scheduled_lr(base: float, schedule: str, step: int, total_steps: int) -> flo
     return base * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(1, total_steps)))
 
 
-class TrainingInterrupted(Exception):
+class TrainingInterrupted(KeyboardInterrupt):
     """A training run stopped by Ctrl-C or SIGTERM; the epochs it finished are checkpointed in
-    ``run_uri``, and the same command with ``--resume`` continues from the newest."""
+    ``run_uri``, and the same command with ``--resume`` continues from the newest. A
+    ``KeyboardInterrupt``, so that handlers of errors let it through."""
 
     def __init__(self, run_uri: str) -> None:
         super().__init__(

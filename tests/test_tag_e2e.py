@@ -156,13 +156,22 @@ def test_feature_mismatch_and_missing_source_are_usage_errors(tmp_path: Path) ->
     assert result.exit_code == 1 and "does not exist" in result.output
 
 
-def test_files_from_tags_a_list_and_a_missing_file_gets_an_error_row(archive: Path, tmp_path: Path) -> None:
+def test_files_from_tags_a_list_a_missing_file_gets_an_error_row_and_dry_run_counts(
+    archive: Path, tmp_path: Path
+) -> None:
     listed = sorted((archive / "piano").iterdir())[:3]
     listing = tmp_path / "tonight.txt"
     listing.write_text("".join(f"{p}\n" for p in listed) + f"{archive / 'piano' / 'gone.wav'}\n")
     out = tmp_path / "labels"
+    code, output = _tag("--files-from", str(listing), "--out", str(out), "--dry-run")
+    n = len(listed) + 1
+    assert code == 0 and output.splitlines()[0] == f"would tag {n} of {n} inputs (0 already in {out})"
+    assert not out.exists()  # nothing written, not even the folder
     code, output = _tag("--files-from", str(listing), "--out", str(out))
     assert code == EXIT_PARTIAL, output
+    code, output = _tag(str(archive / "piano"), "--files-from", str(listing), "--out", str(out), "--dry-run")
+    n_piano = len(list((archive / "piano").iterdir()))
+    assert output.splitlines()[0] == f"would tag {n_piano - n + 1} of {n_piano + 1} inputs ({n} already in {out})"
     df = pd.read_parquet(out).set_index("path")
     assert sorted(df.index) == sorted([*map(str, listed), str(archive / "piano" / "gone.wav")])
     assert "No such file or directory" in df.loc[str(archive / "piano" / "gone.wav"), "error"]
