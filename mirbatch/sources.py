@@ -140,7 +140,7 @@ def is_hidden(relative: str) -> bool:
     )
 
 
-def _is_audio(name: str) -> bool:
+def _is_media(name: str) -> bool:
     return Path(name).suffix.lower() in MEDIA_EXTENSIONS
 
 
@@ -271,7 +271,7 @@ def walk(root: Path, keep: Callable[[str], bool], enter: Callable[[str], bool] =
 
 
 def _walkable(name: str) -> bool:
-    return _is_audio(name) or is_archive(name)
+    return _is_media(name) or is_archive(name)
 
 
 def _glob_states(parts: tuple[str, ...], names: Iterable[str]) -> set[int]:
@@ -347,7 +347,7 @@ def _s3_entry(fs: Any, key: str, info: dict[str, Any]) -> Iterator[FileRecord]:
     version = str(info.get("ETag") or info.get("LastModified") or "").strip('"')
     if is_archive(key):
         yield from _members(uri, uri, version, fs, key)
-    elif _is_audio(key):
+    elif _is_media(key):
         yield _record(uri, uri, int(info.get("size") or info.get("Size") or 0), version)
 
 
@@ -396,11 +396,15 @@ def _source_lines(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
             yield number, entry
 
 
-def _exists(source: str, s3: S3Options | None) -> bool:
+def _not_there(source: str, s3: S3Options | None) -> bool:
+    """Whether ``source`` names one local file or S3 object that is not there (a dangling link is
+    not there either); globs and other schemes never are."""
+    if glob.has_magic(source):
+        return False
     if source.startswith("s3://"):
         fs, path = filesystem(source, s3)
-        return bool(fs.exists(path))
-    return os.path.lexists(source.removeprefix("file://"))
+        return not fs.exists(path)
+    return "://" not in source.removeprefix("file://") and not os.path.exists(source.removeprefix("file://"))
 
 
 def _missing(source: str) -> FileRecord:
@@ -434,7 +438,7 @@ def _listed_in(location: str, s3: S3Options | None) -> Iterator[FileRecord]:
         try:
             yield from _list_one(source, s3)
         except SourceError as exc:
-            if glob.has_magic(source) or _exists(source, s3):
+            if not _not_there(source, s3):
                 raise SourceError(f"{location} line {number}: {exc}") from None
             yield _missing(source)
 

@@ -279,10 +279,15 @@ def test_a_source_list_names_inputs_one_per_line_and_a_missing_one_gets_a_row(
     (row,) = pa.concat_tables(decode_batch(gone, 22050, 10.0)).to_pylist()
     assert row["error"] == f"cannot read file: [Errno 2] No such file or directory: '{tree / 'gone.wav'}'"
     # Standard input, and a line that names nothing a glob or folder can hold: the run stops there.
-    monkeypatch.setattr("sys.stdin", io.StringIO("a/one.wav\nnothing/*.wav\n"))
+    (tree / "dangling.wav").symlink_to(tree / "gone.wav")
+    monkeypatch.setattr("sys.stdin", io.StringIO("a/one.wav\ndangling.wav\nnothing/*.wav\n"))
     listed = list_sources([], files_from="-")
-    assert next(listed).path == "a/one.wav"
-    with pytest.raises(SourceError, match=r"^- line 2: no files match 'nothing/\*\.wav'$"):
+    assert [next(listed).path, next(listed).version] == ["a/one.wav", "missing"]  # a dangling link is not there
+    with pytest.raises(SourceError, match=r"^- line 3: no files match 'nothing/\*\.wav'$"):
+        next(listed)
+    listed = list_sources([], files_from="-")
+    monkeypatch.setattr("sys.stdin", io.StringIO("ftp://host/x.wav\n"))
+    with pytest.raises(SourceError, match=r"^- line 1: unsupported source scheme 'ftp'"):
         next(listed)
     with pytest.raises(SourceError, match=r"cannot read the source list /no/such/list\.txt"):
         list(list_sources([], files_from="/no/such/list.txt"))
