@@ -22,6 +22,8 @@ from mirbatch.precision import PRECISIONS, TRAINING_PRECISIONS
 from mirbatch.wording import counted, duration
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from mirbatch.pipeline import TagConfig
 
 __all__ = ["main", "EXIT_PARTIAL", "EXIT_ALL_FAILED", "EXIT_INTERRUPTED"]
@@ -345,14 +347,15 @@ def show(out: str, limit: int, fmt: str, counts: bool, s3_endpoint: str | None) 
         raise click.ClickException(str(exc)) from exc
     if not committed:
         click.echo(f"{out}: its last run did not finish; rerun the same tag command to resume it", err=True)
-    rows = sorted(table.to_pylist(), key=lambda r: r["path"])
-    for r in rows:  # float32 scores: 4 decimals say all they hold
+    if counts:
+        _echo_counts(table, fmt)
+        return
+    # Sorted and cut in Arrow: an output of millions of rows never becomes Python objects whole.
+    ordered = table.sort_by("path")
+    shown = (ordered if limit == 0 else ordered.slice(0, limit)).to_pylist()
+    for r in shown:  # float32 scores: 4 decimals say all they hold
         r["confidence"] = None if r["confidence"] is None else round(r["confidence"], 4)
         r["top_scores"] = [round(x, 4) for x in r["top_scores"] or []]
-    if counts:
-        _echo_counts(rows, fmt)
-        return
-    shown = rows if limit == 0 else rows[:limit]
     if fmt == "jsonl":
         for r in shown:
             click.echo(json.dumps(r, ensure_ascii=False))
@@ -372,25 +375,32 @@ def show(out: str, limit: int, fmt: str, counts: bool, s3_endpoint: str | None) 
                 click.echo(f"{r['path']:<{width}}  {r['label']:<16} {r['confidence']:.3f}")
             else:
                 click.echo(f"{r['path']:<{width}}  {'(error)':<16} {r['error']}")
-    if len(shown) < len(rows):
-        click.echo(f"... {len(rows) - len(shown)} more rows (--limit 0: all)", err=fmt != "table")
+    if len(shown) < len(table):
+        click.echo(f"... {len(table) - len(shown)} more rows (--limit 0: all)", err=fmt != "table")
 
 
-def _echo_counts(rows: list[dict[str, Any]], fmt: str) -> None:
+def _echo_counts(table: pa.Table, fmt: str) -> None:
     """Files, hours of audio and mean confidence per label (most files first), then the errors."""
-    by_label: dict[str, list[dict[str, Any]]] = {}
-    for r in rows:
-        by_label.setdefault(r["label"] if r["status"] == "ok" else "(error)", []).append(r)
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    group = pc.if_else(pc.equal(table["status"], "ok"), table["label"], "(error)")
+    grouped = (
+        pa.table(
+            {"label": group, "duration_s": pc.fill_null(table["duration_s"], 0.0), "confidence": table["confidence"]}
+        )
+        .group_by("label")
+        .aggregate([("label", "count"), ("duration_s", "sum"), ("confidence", "mean")])
+        .to_pylist()
+    )
     stats: list[dict[str, Any]] = [
         {
-            "label": label,
-            "files": len(group),
-            "hours": round(sum(r["duration_s"] or 0.0 for r in group) / 3600, 4),
-            "mean_confidence": None
-            if label == "(error)"
-            else round(sum(r["confidence"] for r in group) / len(group), 4),
+            "label": g["label"],
+            "files": g["label_count"],
+            "hours": round(g["duration_s_sum"] / 3600, 4),
+            "mean_confidence": None if g["label"] == "(error)" else round(g["confidence_mean"], 4),
         }
-        for label, group in sorted(by_label.items(), key=lambda item: (item[0] == "(error)", -len(item[1]), item[0]))
+        for g in sorted(grouped, key=lambda g: (g["label"] == "(error)", -g["label_count"], g["label"]))
     ]
     if fmt == "jsonl":
         for stat in stats:
@@ -404,7 +414,7 @@ def _echo_counts(rows: list[dict[str, Any]], fmt: str) -> None:
         for stat in stats:
             confidence = "" if stat["mean_confidence"] is None else f"{stat['mean_confidence']:.3f}"
             click.echo(f"{stat['label']:<16} {stat['files']:>8} {stat['hours']:>9.3f}  {confidence}")
-        click.echo(f"{'(all)':<16} {len(rows):>8} {sum(s['hours'] for s in stats):>9.3f}")
+        click.echo(f"{'(all)':<16} {len(table):>8} {sum(s['hours'] for s in stats):>9.3f}")
 
 
 @main.command(
