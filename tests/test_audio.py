@@ -63,16 +63,22 @@ def _encode_with_ffmpeg(path: Path, codec: str, container: str, data: np.ndarray
         assert isinstance(stream, av.AudioStream)
         if codec != "alac":
             stream.bit_rate = 256_000  # at FFmpeg's default AAC's joint stereo moves level between channels
-        step = 2048 if codec == "wmav2" else 1024  # the encoders' frame sizes (ALAC takes any)
-        for start in range(0, data.shape[1], step):
-            piece = np.ascontiguousarray(data[:, start : start + step], dtype=np.float32)
-            frame = av.AudioFrame.from_ndarray(piece, format="fltp", layout=stream.layout)
-            frame.sample_rate, frame.pts = rate, start
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
+        _mux_audio(out, stream, data, rate, step=2048 if codec == "wmav2" else 1024)  # the encoders' frame sizes
     return path
+
+
+def _mux_audio(
+    out: av.container.OutputContainer, stream: av.AudioStream, data: np.ndarray, rate: int, step: int
+) -> None:
+    """Encode ``data`` [shape=(channels, n)] into ``stream``, ``step`` samples a frame, and flush it."""
+    for start in range(0, data.shape[1], step):
+        piece = np.ascontiguousarray(data[:, start : start + step], dtype=np.float32)
+        frame = av.AudioFrame.from_ndarray(piece, format="fltp", layout=stream.layout)
+        frame.sample_rate, frame.pts = rate, start
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode(None):
+        out.mux(packet)
 
 
 # (file name, FFmpeg encoder, container): what music libraries keep besides the formats above.
@@ -120,15 +126,7 @@ def _write_video(path: Path, audio_codec: str | None, data: np.ndarray, rate: in
         for packet in video.encode(None):
             out.mux(packet)
         if sound is not None:
-            for start in range(0, len(data), 1024):
-                frame = av.AudioFrame.from_ndarray(
-                    np.ascontiguousarray(data[None, start : start + 1024]), format="flt", layout="mono"
-                )
-                frame.sample_rate, frame.pts = rate, start
-                for packet in sound.encode(frame):
-                    out.mux(packet)
-            for packet in sound.encode(None):
-                out.mux(packet)
+            _mux_audio(out, sound, data[None], rate, step=1024)
     return path
 
 
