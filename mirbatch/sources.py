@@ -28,9 +28,11 @@ import tarfile
 import time
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from fnmatch import fnmatchcase
+from itertools import islice
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, TypeVar
 
@@ -57,6 +59,7 @@ __all__ = [
 ARCHIVE_SUFFIXES: tuple[str, ...] = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 MEMBER_SEPARATOR = "::"
 _RETRIES = 4  # reads of remote objects: transient errors are retried with backoff
+_LOOKUPS = 16  # lines of a source list looked up at once
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -431,16 +434,25 @@ def _list_one(source: str, s3: S3Options | None) -> Iterator[FileRecord]:
 
 
 def _listed_in(location: str, s3: S3Options | None) -> Iterator[FileRecord]:
-    """The inputs of the source list at ``location``. One that is not there is an input too (a
-    catalogue's list outlives some of its files): its row says so, where a source on the command
-    line would stop the run."""
-    for number, source in read_source_list(location, s3):
+    """The inputs of the source list at ``location``, in its order. One that is not there is an input
+    too (a catalogue's list outlives some of its files): its row says so, where a source on the
+    command line would stop the run. Lines are looked up 16 at a time (an S3 object costs round
+    trips); each line's records are gathered before they stream on."""
+
+    def lookup(line: tuple[int, str]) -> list[FileRecord]:
+        number, source = line
         try:
-            yield from _list_one(source, s3)
+            return list(_list_one(source, s3))
         except SourceError as exc:
             if not _not_there(source, s3):
                 raise SourceError(f"{location} line {number}: {exc}") from None
-            yield _missing(source)
+            return [_missing(source)]
+
+    lines = read_source_list(location, s3)
+    with ThreadPoolExecutor(max_workers=_LOOKUPS) as pool:
+        while batch := list(islice(lines, 16 * _LOOKUPS)):
+            for records in pool.map(lookup, batch):
+                yield from records
 
 
 def list_sources(
