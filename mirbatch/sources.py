@@ -354,6 +354,15 @@ def _s3_entry(fs: Any, key: str, info: dict[str, Any]) -> Iterator[FileRecord]:
         yield _record(uri, uri, int(info.get("size") or info.get("Size") or 0), version)
 
 
+def _object_info(fs: Any, path: str) -> dict[str, Any] | None:
+    """The object ``path``'s details (one request), or None when it is a prefix or nothing."""
+    try:
+        info: dict[str, Any] = fs.info(path)
+    except FileNotFoundError:
+        return None
+    return info if info.get("type") == "file" else None
+
+
 def _list_s3(source: str, s3: S3Options) -> Iterator[FileRecord]:
     fs, path = filesystem(source, s3)
     try:
@@ -361,8 +370,8 @@ def _list_s3(source: str, s3: S3Options) -> Iterator[FileRecord]:
             found = fs.glob(path, detail=True)
             if not found:
                 raise SourceError(f"no objects match {source!r}")
-        elif fs.isfile(path):
-            found = {path: fs.info(path)}
+        elif (info := _object_info(fs, path)) is not None:
+            found = {path: info}
         else:
             found = fs.find(path.rstrip("/") + "/", detail=True)
             if not found:
