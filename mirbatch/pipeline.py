@@ -124,6 +124,18 @@ class TagSummary:
     rows_superseded: int = 0  # older rows of files tagged again, removed (one row per path)
     errors: list[tuple[str, str]] = field(default_factory=list)
 
+    def count(self, row: dict[str, Any], elapsed_s: float) -> None:
+        """Count a written output ``row``, ``elapsed_s`` seconds into the run."""
+        if row["status"] == "ok":
+            self.files_ok += 1
+            self.audio_s += row["duration_s"]
+        else:
+            self.files_error += 1
+            self.errors.append((row["path"], row["error"]))
+        if self.first_row_s is None:
+            self.first_row_s = elapsed_s
+            self.first_row_audio_s = self.audio_s
+
     @property
     def throughput(self) -> float:
         """Audio seconds tagged per wall-clock second."""
@@ -191,7 +203,8 @@ def write_manifest(records: Iterable[FileRecord], done: set[str], start_ray: Cal
 
     def emit() -> None:
         if pending:
-            start_ray()
+            if not blocks:  # the first block: once, not per block (it may check a cluster's address)
+                start_ray()
             blocks.append(ray.put(pa.Table.from_pylist(pending, schema=MANIFEST_SCHEMA)))
             pending.clear()
 
@@ -665,15 +678,7 @@ def run_tag(config: TagConfig, progress: Callable[[TagSummary, int], None] | Non
                             continue
                         written.add(row["file_id"])
                         writer.add(row)
-                        if row["status"] == "ok":
-                            summary.files_ok += 1
-                            summary.audio_s += row["duration_s"]
-                        else:
-                            summary.files_error += 1
-                            summary.errors.append((row["path"], row["error"]))
-                        if summary.first_row_s is None:
-                            summary.first_row_s = time.perf_counter() - started
-                            summary.first_row_audio_s = summary.audio_s
+                        summary.count(row, time.perf_counter() - started)
                     now = time.perf_counter()
                     summary.wall_s = now - started
                     if progress and now - last_report > 1.0 and summary.files_ok + summary.files_error < manifest.todo:
