@@ -356,17 +356,8 @@ def show(out: str, limit: int, fmt: str, counts: bool, s3_endpoint: str | None) 
     for r in shown:  # float32 scores: 4 decimals say all they hold
         r["confidence"] = None if r["confidence"] is None else round(r["confidence"], 4)
         r["top_scores"] = [round(x, 4) for x in r["top_scores"] or []]
-    if fmt == "jsonl":
-        for r in shown:
-            click.echo(json.dumps(r, ensure_ascii=False))
-    elif fmt == "csv":
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(columns)
-        for r in shown:
-            listed = {
-                k: ";".join(map(str, r[k])) if isinstance(r[k], list) else r[k] for k in ("top_labels", "top_scores")
-            }
-            writer.writerow([{**r, **listed}[c] for c in columns])
+    if fmt != "table":
+        _echo_records(shown, columns, fmt)
     else:
         width = max([len("path"), *(len(r["path"]) for r in shown)])
         click.echo(f"{'path':<{width}}  {'label':<16} confidence")
@@ -377,6 +368,18 @@ def show(out: str, limit: int, fmt: str, counts: bool, s3_endpoint: str | None) 
                 click.echo(f"{r['path']:<{width}}  {'(error)':<16} {r['error']}")
     if len(shown) < len(table):
         click.echo(f"... {len(table) - len(shown)} more rows (--limit 0: all)", err=fmt != "table")
+
+
+def _echo_records(records: list[dict[str, Any]], columns: list[str], fmt: str) -> None:
+    """``records`` as JSON lines (``jsonl``) or as CSV with a header, lists joined by ``;`` (``csv``)."""
+    if fmt == "jsonl":
+        for r in records:
+            click.echo(json.dumps(r, ensure_ascii=False))
+        return
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(columns)
+    for r in records:
+        writer.writerow([";".join(map(str, r[c])) if isinstance(r[c], list) else r[c] for c in columns])
 
 
 def _echo_counts(table: pa.Table, fmt: str) -> None:
@@ -402,13 +405,8 @@ def _echo_counts(table: pa.Table, fmt: str) -> None:
         }
         for g in sorted(grouped, key=lambda g: (g["label"] == "(error)", -g["label_count"], g["label"]))
     ]
-    if fmt == "jsonl":
-        for stat in stats:
-            click.echo(json.dumps(stat))
-    elif fmt == "csv":
-        writer = csv.DictWriter(sys.stdout, fieldnames=list(stats[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(stats)
+    if fmt != "table":
+        _echo_records(stats, list(stats[0]), fmt)
     else:
         click.echo(f"{'label':<16} {'files':>8} {'hours':>9}  mean confidence")
         for stat in stats:

@@ -94,9 +94,7 @@ def _read_parts(fs: Any, parts: list[str], columns: list[str] | None) -> list[pa
         with fs.open(part, "rb") as f:
             return pq.read_table(f, columns=columns)
 
-    if len(parts) < 2:
-        return [read(part) for part in parts]
-    with ThreadPoolExecutor(max_workers=min(_READERS, len(parts))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(_READERS, len(parts)))) as pool:
         return list(pool.map(read, parts))
 
 
